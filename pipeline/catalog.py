@@ -1,0 +1,298 @@
+"""The event catalog: one row per family and action, as data.
+
+A row says which service emits the event, its phase (start, end, error, success, or none), which
+paired operation it belongs to, the default deadline for that operation's end, and where the
+resource UUID and the node UUID live in the payload.
+
+Rules the table encodes (DESIGN.md, "Operations"):
+
+* Ironic ``X.start`` / ``X.end`` / ``X.error``: phases start/end/error of operation ``X``
+  (e.g. ``baremetal.node.power_set``). ``X.success`` has phase success and no operation, even
+  ``provision_set.success``: the agents treat it as a step of an open provision operation.
+* Glance ``image.prepare`` starts operation ``image.upload``; ``image.upload`` ends it (INFO) or
+  fails it (ERROR). ``task.run`` starts operation ``task``; ``task.success`` ends it,
+  ``task.failure`` fails it. ``task.processing`` is progress: operation ``task``, phase null (it
+  neither opens nor closes anything). Other Glance events are single: phase success, no operation.
+* A Glance event at ERROR or CRITICAL priority (a text payload) has phase error: for
+  ``image.prepare`` / ``image.upload`` / ``task.*`` that fails the operation.
+* An event type not in the table is still valid: family = all segments before the action (the last
+  segment, or the last two when the last is a status start/end/error/success), service = the first
+  segment. Unknown ``baremetal.*.start/end/error`` pair by shape like the known ones (operation
+  ``X``, deadline `DEFAULT_DEADLINE_S`); other unknown events get no operation.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+
+__all__ = [
+    "DEFAULT_DEADLINE_S",
+    "EventClass",
+    "OPERATIONS",
+    "ROWS",
+    "STATUSES",
+    "Row",
+    "classify",
+    "known_event_types",
+]
+
+Path = tuple[str, ...]  # keys from the payload root to a value
+
+STATUSES = ("start", "end", "error", "success")
+_PAIR_PHASES = frozenset({"start", "end", "error"})
+_ERROR_PRIORITIES = frozenset({"error", "critical"})
+
+# Deadline for an operation that is paired by shape but has no row of its own.
+DEFAULT_DEADLINE_S = 600.0
+
+_IRONIC_UUID: tuple[Path, ...] = (("ironic_object.data", "uuid"),)
+_IRONIC_NODE: tuple[Path, ...] = (("ironic_object.data", "node_uuid"),)
+_GLANCE_ID: tuple[Path, ...] = (("id",),)
+_GLANCE_IMAGE_ID: tuple[Path, ...] = (("image_id",),)
+# The code sends the task as `id`; the admin guide documents `task_id`. Both are the task.
+_GLANCE_TASK_ID: tuple[Path, ...] = (("id",), ("task_id",))
+# For event types nobody described: the places OpenStack payloads usually keep their subject.
+_GUESS_UUID: tuple[Path, ...] = (
+    ("ironic_object.data", "uuid"),
+    ("nova_object.data", "uuid"),
+    ("uuid",),
+    ("id",),
+    ("resource_id",),
+    ("instance_id",),
+    ("image_id",),
+    ("node_uuid",),
+)
+_GUESS_NODE: tuple[Path, ...] = (("ironic_object.data", "node_uuid"), ("node_uuid",))
+
+_SELF = "self"  # node_paths marker: the resource is the node
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One family+action of the catalog."""
+
+    service: str
+    family: str
+    action: str
+    statuses: tuple[str, ...]  # Ironic status suffixes; () for Glance names without a suffix
+    phase: str | None = None  # Glance only: the phase at INFO priority
+    operation: str | None = None  # Glance only; Ironic pairs derive `family.action`
+    deadline_s: float | None = None  # default deadline for the end of the operation
+    resource_paths: tuple[Path, ...] = ()
+    node_paths: tuple[Path, ...] | str = ()  # or _SELF
+
+
+@dataclass(frozen=True, slots=True)
+class EventClass:
+    service: str
+    family: str
+    action: str
+    phase: str | None
+    operation: str | None
+    deadline_s: float | None  # default deadline for the end of `operation` (None if not paired)
+    resource_paths: tuple[Path, ...]  # alternatives, the first that holds a value wins
+    node_paths: tuple[Path, ...]
+    node_is_resource: bool  # baremetal.node: the node UUID is the resource UUID
+    uuid_from_text: bool  # a string payload: take the first UUID in the text
+    known: bool  # the event type has a row in the catalog
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+_CRUD = ("create", "update", "delete")
+_SES = ("start", "end", "error")
+
+# Ironic API CRUD: synchronous API calls, a minute is generous.
+_CRUD_DEADLINE_S = 60.0
+
+# family -> (node paths, deadline). `deploytemplate` is what the code emits, `deploy_template`
+# what the admin guide spells.
+_IRONIC_CRUD_FAMILIES: dict[str, tuple[tuple[Path, ...] | str, float]] = {
+    "node": (_SELF, _CRUD_DEADLINE_S),
+    "port": (_IRONIC_NODE, _CRUD_DEADLINE_S),
+    "portgroup": (_IRONIC_NODE, _CRUD_DEADLINE_S),
+    "chassis": ((), _CRUD_DEADLINE_S),
+    "deploytemplate": ((), _CRUD_DEADLINE_S),
+    "deploy_template": ((), _CRUD_DEADLINE_S),
+    "volumeconnector": (_IRONIC_NODE, _CRUD_DEADLINE_S),
+    "volumetarget": (_IRONIC_NODE, _CRUD_DEADLINE_S),
+    "allocation": (_IRONIC_NODE, _CRUD_DEADLINE_S),
+    "runbook": ((), _CRUD_DEADLINE_S),
+    "inspectionrule": ((), _CRUD_DEADLINE_S),
+}
+
+# Node actions of the conductor (and the API for maintenance): statuses, deadline.
+_IRONIC_NODE_ACTIONS: dict[str, tuple[tuple[str, ...], float | None]] = {
+    "maintenance_set": (_SES, 60.0),  # API, synchronous
+    "console_set": (_SES, 300.0),  # starting a console (socat/shellinabox) can take a while
+    "console_restore": (_SES, 300.0),
+    "console_stop": (_SES, 300.0),
+    "power_set": (_SES, 300.0),  # BMC power actions with retries; Ironic waits 60 s per try
+    "power_state_corrected": (("success",), None),  # single event, never paired
+    "provision_set": (("start", "end", "success", "error"), 4 * 3600.0),  # deploy/clean of big disks
+}
+
+_GLANCE_UPLOAD_DEADLINE_S = 3600.0
+_GLANCE_TASK_DEADLINE_S = 86400.0  # an import task may copy to several stores for hours
+
+# (family, action, phase at INFO, operation, resource paths)
+_GLANCE_EVENTS: tuple[tuple[str, str, str | None, str | None, tuple[Path, ...]], ...] = (
+    ("image", "create", "success", None, _GLANCE_ID),
+    ("image", "prepare", "start", "image.upload", _GLANCE_ID),
+    ("image", "upload", "end", "image.upload", _GLANCE_ID),
+    ("image", "activate", "success", None, _GLANCE_ID),
+    ("image", "send", "success", None, _GLANCE_IMAGE_ID),
+    ("image", "update", "success", None, _GLANCE_ID),
+    ("image", "delete", "success", None, _GLANCE_ID),
+    ("image.member", "create", "success", None, _GLANCE_IMAGE_ID),
+    ("image.member", "update", "success", None, _GLANCE_IMAGE_ID),
+    ("image.member", "delete", "success", None, _GLANCE_IMAGE_ID),
+    ("task", "create", "success", None, _GLANCE_TASK_ID),
+    ("task", "run", "start", "task", _GLANCE_TASK_ID),
+    ("task", "processing", None, "task", _GLANCE_TASK_ID),
+    ("task", "success", "end", "task", _GLANCE_TASK_ID),
+    ("task", "failure", "error", "task", _GLANCE_TASK_ID),
+    ("task", "delete", "success", None, _GLANCE_TASK_ID),
+    # metadata definitions are named, not UUID-keyed: resource_uuid stays null
+    ("metadef_namespace", "create", "success", None, ()),
+    ("metadef_namespace", "update", "success", None, ()),
+    ("metadef_namespace", "delete", "success", None, ()),
+    ("metadef_namespace", "delete_objects", "success", None, ()),
+    ("metadef_namespace", "delete_properties", "success", None, ()),
+    ("metadef_namespace", "delete_tags", "success", None, ()),
+    ("metadef_object", "create", "success", None, ()),
+    ("metadef_object", "update", "success", None, ()),
+    ("metadef_object", "delete", "success", None, ()),
+    ("metadef_property", "create", "success", None, ()),
+    ("metadef_property", "update", "success", None, ()),
+    ("metadef_property", "delete", "success", None, ()),
+    ("metadef_resource_type", "create", "success", None, ()),
+    ("metadef_resource_type", "delete", "success", None, ()),
+    ("metadef_tag", "create", "success", None, ()),
+    ("metadef_tag", "update", "success", None, ()),
+    ("metadef_tag", "delete", "success", None, ()),
+)
+
+
+def _build_rows() -> tuple[Row, ...]:
+    rows: list[Row] = []
+    for obj, (node_paths, deadline) in _IRONIC_CRUD_FAMILIES.items():
+        for action in _CRUD:
+            rows.append(
+                Row("baremetal", f"baremetal.{obj}", action, _SES, deadline_s=deadline,
+                    resource_paths=_IRONIC_UUID, node_paths=node_paths)
+            )
+    for action, (statuses, deadline) in _IRONIC_NODE_ACTIONS.items():
+        rows.append(
+            Row("baremetal", "baremetal.node", action, statuses, deadline_s=deadline,
+                resource_paths=_IRONIC_UUID, node_paths=_SELF)
+        )
+    for family, action, phase, operation, paths in _GLANCE_EVENTS:
+        deadline = {"image.upload": _GLANCE_UPLOAD_DEADLINE_S, "task": _GLANCE_TASK_DEADLINE_S}.get(
+            operation or ""
+        )
+        rows.append(Row("image", family, action, (), phase, operation, deadline, paths))
+    return tuple(rows)
+
+
+ROWS: tuple[Row, ...] = _build_rows()
+
+
+def _operations() -> Mapping[str, float]:
+    ops: dict[str, float] = {}
+    for row in ROWS:
+        if row.statuses and any(s in _PAIR_PHASES for s in row.statuses) and row.deadline_s:
+            ops[f"{row.family}.{row.action}"] = row.deadline_s
+        elif row.operation and row.deadline_s:
+            ops[row.operation] = row.deadline_s
+    return MappingProxyType(ops)
+
+
+OPERATIONS: Mapping[str, float] = _operations()  # operation name -> default deadline in seconds
+
+# event type -> (row, status or None)
+_BY_EVENT_TYPE: dict[str, tuple[Row, str | None]] = {}
+for _row in ROWS:
+    if _row.statuses:
+        for _status in _row.statuses:
+            _BY_EVENT_TYPE[f"{_row.family}.{_row.action}.{_status}"] = (_row, _status)
+    else:
+        _BY_EVENT_TYPE[f"{_row.family}.{_row.action}"] = (_row, None)
+del _row
+
+
+def known_event_types() -> tuple[str, ...]:
+    """Every event type with a row in the catalog, in table order."""
+    return tuple(_BY_EVENT_TYPE)
+
+
+# --- classification ----------------------------------------------------------------------------
+
+
+def _node_paths(row: Row) -> tuple[tuple[Path, ...], bool]:
+    if row.node_paths == _SELF:
+        return (), True
+    return row.node_paths, False  # type: ignore[return-value]
+
+
+def _from_row(row: Row, status: str | None, priority: str) -> EventClass:
+    node_paths, node_is_resource = _node_paths(row)
+    if status is not None:  # Ironic: the status suffix decides, priority follows it
+        phase: str | None = status
+        operation = f"{row.family}.{row.action}" if status in _PAIR_PHASES else None
+        deadline = row.deadline_s if operation else None
+    else:
+        phase = "error" if priority in _ERROR_PRIORITIES else row.phase
+        operation = row.operation
+        deadline = row.deadline_s
+    return EventClass(
+        service=row.service,
+        family=row.family,
+        action=row.action,
+        phase=phase,
+        operation=operation,
+        deadline_s=deadline,
+        resource_paths=row.resource_paths,
+        node_paths=node_paths,
+        node_is_resource=node_is_resource,
+        uuid_from_text=bool(row.resource_paths),
+        known=True,
+    )
+
+
+def _by_shape(event_type: str) -> EventClass:
+    segments = event_type.split(".")
+    status = segments[-1] if len(segments) > 1 and segments[-1] in STATUSES else None
+    head = segments[:-1] if status else segments
+    action = head[-1]
+    family = ".".join(head[:-1]) or head[0]
+    service = segments[0]
+    operation = None
+    deadline = None
+    if service == "baremetal" and status in _PAIR_PHASES:
+        operation, deadline = f"{family}.{action}", DEFAULT_DEADLINE_S
+    is_node = family == "baremetal.node"
+    return EventClass(
+        service=service,
+        family=family,
+        action=action,
+        phase=status,
+        operation=operation,
+        deadline_s=deadline,
+        resource_paths=_IRONIC_UUID if service == "baremetal" else _GUESS_UUID,
+        node_paths=() if is_node else _GUESS_NODE if service == "baremetal" else (),
+        node_is_resource=is_node,
+        uuid_from_text=True,
+        known=False,
+    )
+
+
+@lru_cache(maxsize=4096)
+def classify(event_type: str, priority: str) -> EventClass:
+    """Classify an event type at a (lower-case) priority. Never raises for a dotted name."""
+    hit = _BY_EVENT_TYPE.get(event_type)
+    if hit is not None:
+        return _from_row(hit[0], hit[1], priority)
+    return _by_shape(event_type)

@@ -1,0 +1,158 @@
+"""Decode + classify + mask: the normalized event of DESIGN.md, as a plain dict."""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from . import catalog, redact, wire
+from .wire import Rejected
+
+__all__ = [
+    "DEADLETTER_TOPIC",
+    "EVENT_FIELDS",
+    "canonical_uuid",
+    "normalize",
+    "normalize_line",
+    "normalize_notification",
+    "relay_key",
+    "topic_for",
+]
+
+DEADLETTER_TOPIC = "notifications.deadletter"
+DEFAULT_TOPIC_PREFIX = "notifications."
+
+EVENT_FIELDS = (
+    "message_id",
+    "event_type",
+    "priority",
+    "publisher_id",
+    "timestamp",
+    "service",
+    "family",
+    "resource_uuid",
+    "node_uuid",
+    "action",
+    "phase",
+    "operation",
+    "payload_name",
+    "payload_version",
+    "topic",
+    "payload",
+)
+
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Only the dashed form in free text: 32 bare hex digits there are as likely an MD5 checksum.
+_UUID_IN_TEXT = re.compile(
+    r"(?<![0-9A-Fa-f-])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f-])"
+)
+# Kafka topic names: [a-zA-Z0-9._-], at most 249 characters.
+_TOPIC_UNSAFE = re.compile(r"[^a-zA-Z0-9._-]")
+_MAX_TOPIC_LEN = 249
+
+
+def canonical_uuid(value: Any) -> str | None:
+    """Lower-case dashed UUID, or None when `value` is not one.
+
+    Accepted spellings are the unambiguous ones `uuid.UUID` reads: upper case, 32 hex digits without
+    dashes, ``{braces}`` and ``urn:uuid:``. Anything else (an integer id, a name) is not a UUID.
+    """
+    if not isinstance(value, str):
+        return None
+    if len(value) == 36 and _CANONICAL.fullmatch(value):
+        return value
+    if len(value) > 45:
+        return None
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        return None
+
+
+def _lookup(payload: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(payload, dict):
+            return None
+        payload = payload.get(key)
+    return payload
+
+
+def _first_uuid(payload: Any, paths: tuple[tuple[str, ...], ...]) -> str | None:
+    for path in paths:
+        found = canonical_uuid(_lookup(payload, path))
+        if found is not None:
+            return found
+    return None
+
+
+def _text_uuid(text: str) -> str | None:
+    match = _UUID_IN_TEXT.search(text)
+    return match.group(0).lower() if match else None
+
+
+def topic_for(family: str, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    topic = topic_prefix + family
+    if _TOPIC_UNSAFE.search(topic):
+        topic = _TOPIC_UNSAFE.sub("_", topic)
+    return topic[:_MAX_TOPIC_LEN]
+
+
+def _ironic_meta(payload: Any, key: str) -> str | None:
+    if isinstance(payload, dict):
+        value = payload.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def normalize_notification(n: wire.Notification, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> dict:
+    """A decoded Notification -> the normalized event dict (payload masked). Raises Rejected."""
+    cls = catalog.classify(n.event_type, n.priority)
+    payload = n.payload
+    if isinstance(payload, str):
+        resource_uuid = _text_uuid(payload) if cls.uuid_from_text else None
+        node_uuid = resource_uuid if cls.node_is_resource else None
+    else:
+        resource_uuid = _first_uuid(payload, cls.resource_paths)
+        node_uuid = resource_uuid if cls.node_is_resource else _first_uuid(payload, cls.node_paths)
+    try:
+        masked = redact.mask(payload)
+    except redact.TooDeep as exc:
+        raise Rejected(f"payload {exc}") from None
+    return {
+        "message_id": n.message_id,
+        "event_type": n.event_type,
+        "priority": n.priority,
+        "publisher_id": n.publisher_id,
+        "timestamp": wire.rfc3339(n.timestamp),
+        "service": cls.service,
+        "family": cls.family,
+        "resource_uuid": resource_uuid,
+        "node_uuid": node_uuid,
+        "action": cls.action,
+        "phase": cls.phase,
+        "operation": cls.operation,
+        "payload_name": _ironic_meta(payload, "ironic_object.name"),
+        "payload_version": _ironic_meta(payload, "ironic_object.version"),
+        "topic": topic_for(cls.family, topic_prefix),
+        "payload": masked,
+    }
+
+
+def normalize(body: bytes | str, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+              max_bytes: int = wire.MAX_BODY_BYTES) -> dict:
+    """An AMQP body as published -> the normalized event. Raises wire.Rejected with a reason."""
+    return normalize_notification(wire.decode_body(body, max_bytes=max_bytes), topic_prefix=topic_prefix)
+
+
+def normalize_line(line: bytes | str, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+                   max_bytes: int = wire.MAX_BODY_BYTES) -> dict:
+    """A `pipeline inspect` / file-source line (body or capture object) -> the normalized event."""
+    n, _, _, _ = wire.decode_line(line, max_bytes=max_bytes)
+    return normalize_notification(n, topic_prefix=topic_prefix)
+
+
+def relay_key(event: dict) -> bytes | None:
+    """The Kafka key: the resource UUID as UTF-8 text (None when the message holds none)."""
+    resource_uuid = event.get("resource_uuid")
+    return resource_uuid.encode() if resource_uuid else None
