@@ -77,6 +77,7 @@ def avro_dir() -> Path:
 _BY_NAME: dict[str, Schema] = {}
 _BY_FINGERPRINT: dict[bytes, Schema] = {}
 _LOADED_FROM: Path | None = None
+_LOADED_ENV: str | None = None
 
 
 def _strip_logical(node: Any) -> Any:
@@ -101,13 +102,15 @@ def _load(path: Path) -> Schema:
 
 def _check_dir() -> Path:
     """Drop the cache when PIPELINE_AVRO_DIR changed (tests point it elsewhere)."""
-    global _LOADED_FROM
-    directory = avro_dir()
-    if directory != _LOADED_FROM:
-        _BY_NAME.clear()
-        _BY_FINGERPRINT.clear()
-        _LOADED_FROM = directory
-    return directory
+    global _LOADED_FROM, _LOADED_ENV
+    override = os.environ.get("PIPELINE_AVRO_DIR")
+    if _LOADED_FROM is not None and override == _LOADED_ENV:
+        return _LOADED_FROM
+    _BY_NAME.clear()
+    _BY_FINGERPRINT.clear()
+    _LOADED_ENV = override
+    _LOADED_FROM = avro_dir()
+    return _LOADED_FROM
 
 
 def _register(s: Schema) -> Schema:
