@@ -1,0 +1,42 @@
+# The two commands a user needs: `make run` and `make test`. Everything else is what they call.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test unit integration up down bench faults clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+up:
+	@bash stack/up.sh
+
+down:
+	@bash stack/down.sh
+
+# The local stack, the bridge, a worker and the simulator; Ctrl-C stops what it started.
+run: $(STAMP) up
+	$(PY) -m pipeline.demo
+
+test: $(STAMP) up
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests -m 'not integration'
+
+integration: $(STAMP) up
+	$(PY) -m pytest -q tests -m integration
+
+bench: $(STAMP) up
+	$(PY) -m pipeline bench
+
+clean:
+	rm -rf .bench .pytest_cache .hypothesis

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Stop only the brokers up.sh started (by recorded pid); brokers found running are left alone.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+stop_kafka() {
+  local f="$STATE/kafka.pid" pid
+  [ -f "$f" ] || { say "Kafka: not started by us, leaving it"; return; }
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    say "Kafka: stopping pid $pid"
+    kill "$pid"   # SIGTERM runs the broker's controlled shutdown
+    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && { say "Kafka: still running after 60 s, killing"; kill -9 "$pid"; }
+  fi
+  rm -f "$f"
+}
+
+stop_rabbitmq() {
+  local f="$STATE/rabbitmq.pid" node pid
+  [ -f "$f" ] || { say "RabbitMQ: not started by us, leaving it"; return; }
+  node="$(cat "$STATE/rabbitmq.node" 2>/dev/null || echo rabbit@localhost)"
+  pid="$(cat "$f")"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    say "RabbitMQ: stopping $node (pid $pid)"
+    as_root rabbitmqctl -n "$node" stop >/dev/null 2>&1 || kill "$pid"
+    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  fi
+  rm -f "$f" "$STATE/rabbitmq.node"
+}
+
+stop_kafka
+stop_rabbitmq

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Start the local Kafka (KRaft, 127.0.0.1:9092) and RabbitMQ (127.0.0.1:5672, guest/guest).
+# Idempotent: a broker already listening on its port is reused and left alone by down.sh,
+# which stops only what this script started (recorded in .stack/*.pid).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+kafka_jars() {
+  if [ ! -f "$STACK/lib/.complete" ] || [ "$STACK/pom.xml" -nt "$STACK/lib/.complete" ]; then
+    command -v mvn >/dev/null || die "Maven is needed to fetch the Kafka jars (apt-get install maven)"
+    say "fetching Kafka jars from Maven Central"
+    rm -rf "$STACK/lib"
+    mvn -B -q -Dstyle.color=never -f "$STACK/pom.xml" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$STACK/lib"
+    touch "$STACK/lib/.complete"
+  fi
+}
+
+start_kafka() {
+  if listening "$KAFKA_PORT"; then
+    say "Kafka: something already listens on 127.0.0.1:$KAFKA_PORT, reusing it"; return
+  fi
+  command -v java >/dev/null || die "Java 17 is needed for Kafka"
+  kafka_jars
+  local dir="$STATE/kafka" cp="$STACK/lib/*"
+  mkdir -p "$dir/logs"
+  sed -e "s#@DATA_DIR@#$dir/data#" -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
+      -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+      "$STACK/server.properties.in" > "$dir/server.properties"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local tools="-Dlog4j2.configurationFile=$STACK/tools-log4j2.properties" id
+    id="$(java $tools -cp "$cp" kafka.tools.StorageTool random-uuid)"
+    java -Xmx256m $tools -cp "$cp" kafka.tools.StorageTool format --standalone \
+         -t "$id" -c "$dir/server.properties" --ignore-formatted >"$dir/logs/format.log" 2>&1 \
+      || { cat "$dir/logs/format.log"; die "Kafka storage format failed"; }
+  fi
+  say "Kafka: starting (log: $dir/logs/broker.log)"
+  : >"$dir/logs/broker.log"
+  setsid java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+       -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+       -Dlog4j2.configurationFile="$STACK/log4j2.properties" -Dkafka.logs.dir="$dir/logs" \
+       -cp "$cp" kafka.Kafka "$dir/server.properties" >>"$dir/logs/broker.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$STATE/kafka.pid"
+  for _ in $(seq 1 240); do
+    if grep -q "Kafka Server started" "$dir/logs/broker.log" && listening "$KAFKA_PORT"; then
+      say "Kafka: ready on 127.0.0.1:$KAFKA_PORT (pid $pid)"; return
+    fi
+    kill -0 "$pid" 2>/dev/null || { tail -40 "$dir/logs/broker.log"; rm -f "$STATE/kafka.pid"; die "Kafka exited during start"; }
+    sleep 0.5
+  done
+  tail -40 "$dir/logs/broker.log"; die "Kafka did not become ready in 120 s"
+}
+
+start_rabbitmq() {
+  if listening "$AMQP_PORT"; then
+    say "RabbitMQ: something already listens on 127.0.0.1:$AMQP_PORT, reusing it"; return
+  fi
+  if ! command -v rabbitmq-server >/dev/null; then
+    say "RabbitMQ: installing Debian's rabbitmq-server"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >"$STATE/apt.log" 2>&1 \
+      || { as_root apt-get update -q >>"$STATE/apt.log" 2>&1 \
+           && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >>"$STATE/apt.log" 2>&1; } \
+      || { tail -20 "$STATE/apt.log"; die "could not install rabbitmq-server"; }
+  fi
+  say "RabbitMQ: starting"
+  as_root env RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT" \
+      RABBITMQ_NODENAME="${RABBITMQ_NODENAME:-rabbit@localhost}" rabbitmq-server -detached >"$STATE/rabbitmq.out" 2>&1
+  echo "${RABBITMQ_NODENAME:-rabbit@localhost}" >"$STATE/rabbitmq.node"
+  for _ in $(seq 1 240); do
+    if listening "$AMQP_PORT" && as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" -q await_startup >/dev/null 2>&1; then
+      as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" eval 'list_to_integer(os:getpid()).' >"$STATE/rabbitmq.pid" 2>/dev/null || true
+      say "RabbitMQ: ready on 127.0.0.1:$AMQP_PORT ($(as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" -q version 2>/dev/null | tr -cd "0-9."))"
+      return
+    fi
+    sleep 0.5
+  done
+  cat "$STATE/rabbitmq.out"; die "RabbitMQ did not become ready in 120 s"
+}
+
+start_kafka
+start_rabbitmq
