@@ -14,7 +14,8 @@ Rules the table encodes (DESIGN.md, "Operations"):
   ``task.failure`` fails it. ``task.processing`` is progress: operation ``task``, phase null (it
   neither opens nor closes anything). Other Glance events are single: phase success, no operation.
 * A Glance event at ERROR or CRITICAL priority (a text payload) has phase error: for
-  ``image.prepare`` / ``image.upload`` / ``task.*`` that fails the operation.
+  ``image.prepare`` / ``image.upload`` / ``task.*`` that fails the operation. At WARN it has phase
+  null (Glance documents WARN text payloads but sends none; a warning is not an outcome).
 * An event type not in the table is still valid: family = all segments before the action (the last
   segment, or the last two when the last is a status start/end/error/success), service = the first
   segment. Unknown ``baremetal.*.start/end/error`` pair by shape like the known ones (operation
@@ -42,7 +43,9 @@ Path = tuple[str, ...]  # keys from the payload root to a value
 
 STATUSES = ("start", "end", "error", "success")
 _PAIR_PHASES = frozenset({"start", "end", "error"})
-_ERROR_PRIORITIES = frozenset({"error", "critical"})
+# Glance sends text instead of the resource at WARN and ERROR: an ERROR is the failure of what the
+# event reports; a WARN reports no outcome, so it neither opens nor closes an operation.
+_GLANCE_PHASE_BY_PRIORITY: dict[str, str | None] = {"error": "error", "critical": "error", "warn": None}
 
 # Deadline for an operation that is paired by shape but has no row of its own.
 DEFAULT_DEADLINE_S = 600.0
@@ -244,7 +247,7 @@ def _from_row(row: Row, status: str | None, priority: str) -> EventClass:
         operation = f"{row.family}.{row.action}" if status in _PAIR_PHASES else None
         deadline = row.deadline_s if operation else None
     else:
-        phase = "error" if priority in _ERROR_PRIORITIES else row.phase
+        phase = _GLANCE_PHASE_BY_PRIORITY.get(priority, row.phase)
         operation = row.operation
         deadline = row.deadline_s
     return EventClass(
