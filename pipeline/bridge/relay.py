@@ -1,0 +1,308 @@
+"""The relay loop: source delivery -> events.normalize -> Kafka -> settle (ack).
+
+At least once: a delivery is settled only after Kafka acknowledged its record. Many records are in
+flight at once (one produce round trip per message would cap the rate at 1/RTT); the number of
+unsettled deliveries is bounded, so while Kafka is away the bridge stops taking deliveries instead
+of buffering them. A record Kafka did not take is produced again with backoff, never requeued to
+RabbitMQ; a body that cannot be decoded goes to the dead-letter topic with its reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from aiokafka.errors import (
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    UnsupportedForMessageFormatError,
+)
+
+from pipeline import codec, events, wire
+
+from . import metrics
+from .sink import Headers, KafkaSink, SinkSettings, _one_line
+from .sources import Delivery, Source
+
+log = logging.getLogger("pipeline.bridge")
+
+# Ironic's notification_level order; `warning` is what Ironic's option spells, `warn` the wire.
+# audit and sample rank with info: oslo's AUDIT log level sits just above INFO, and samples are
+# routine measurements, so a filter at info keeps them and one at warn drops them.
+PRIORITY_RANK = {"debug": 10, "info": 20, "audit": 20, "sample": 20, "warn": 30, "warning": 30,
+                 "error": 40, "critical": 50}
+MIN_PRIORITIES = ("debug", "info", "warning", "warn", "error", "critical")
+
+# Kafka will never take these records, however often we try: dead-letter them instead.
+_NOT_RETRIABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError,
+                  UnsupportedForMessageFormatError)
+
+
+def deadletter_topic(topic_prefix: str) -> str:
+    return events.topic_for("deadletter", topic_prefix)
+
+
+# reason text -> the small set of classes the dead-letter metric is labelled with
+_REASON_CLASSES = (
+    ("not JSON", "not_json"),
+    ("exceeds the limit", "too_large"),
+    ("oslo.", "bad_envelope"),
+    ("body is", "bad_body"),
+    ("line", "bad_body"),
+    ("capture", "bad_body"),
+    ("kafka", "kafka_rejected"),
+)
+
+
+def reason_class(reason: str) -> str:
+    for needle, cls in _REASON_CLASSES:
+        if needle in reason:
+            return cls
+    return "bad_message"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSettings:
+    """Everything a bridge needs; `command.settings_from_args` builds it from flags and env."""
+
+    sink: SinkSettings
+    topic_prefix: str = "notifications."
+    value_format: str = "avro"
+    min_priority: str = "debug"
+    max_in_flight: int = 1000  # AMQP: the prefetch, so RabbitMQ itself stops sending
+    precreate_topics: bool = True
+    shutdown_timeout_s: float = 10.0
+    metrics_port: int = 0
+    metrics_addr: str = "127.0.0.1"
+    max_body_bytes: int = wire.MAX_BODY_BYTES
+    extra_topics: tuple[str, ...] = field(default_factory=tuple)
+
+
+def catalog_topics(topic_prefix: str) -> list[str]:
+    """The relay topic of every family in the event catalog, plus the dead-letter topic."""
+    from pipeline import catalog
+
+    families = dict.fromkeys(row.family for row in catalog.ROWS)
+    return [events.topic_for(f, topic_prefix) for f in families] + [deadletter_topic(topic_prefix)]
+
+
+class Relay:
+    def __init__(self, settings: BridgeSettings, source: Source, sink: KafkaSink) -> None:
+        self.settings = settings
+        self.source = source
+        self.sink = sink
+        self.deadletter_topic = deadletter_topic(settings.topic_prefix)
+        self.min_rank = PRIORITY_RANK[settings.min_priority]
+        if settings.value_format == "avro":
+            fp = codec.schema(codec.NOTIFICATION).fingerprint.hex()
+            self.content_type = f"avro/binary; schema=notification; fingerprint={fp}".encode()
+        else:
+            self.content_type = b"application/json"
+        self.in_flight = 0
+        self._space: asyncio.Future | None = None  # resolved when in_flight drops below the bound
+        self._idle: asyncio.Future | None = None  # resolved when in_flight reaches 0
+        self._retries: set[asyncio.Task] = set()
+        self._relayed = {}  # topic -> counter child, resolved once
+        self.relayed = 0
+        self.deadlettered = 0
+        self.filtered = 0
+
+    # -- per delivery -------------------------------------------------------------------------
+
+    async def handle(self, d: Delivery) -> None:
+        self.in_flight += 1
+        reason = d.reason
+        if reason is None:
+            try:
+                event = events.normalize(d.body, topic_prefix=self.settings.topic_prefix,
+                                         max_bytes=self.settings.max_body_bytes)
+            except wire.Rejected as exc:
+                reason = exc.reason
+            else:
+                priority = event["priority"]
+                if PRIORITY_RANK.get(priority, 20) < self.min_rank:
+                    self.filtered += 1
+                    metrics.FILTERED.labels(priority).inc()
+                    self._settled(d)
+                    return
+                topic = event["topic"]
+                if topic not in self.sink.topics:
+                    await self.sink.ensure_topics([topic])
+                headers = (
+                    ("event_type", event["event_type"].encode()),
+                    ("message_id", event["message_id"].encode()),
+                    ("priority", priority.encode()),
+                    ("content-type", self.content_type),
+                )
+                value = codec.encode_event(event, self.settings.value_format)
+                await self._produce(d, topic, value, events.relay_key(event), headers, False)
+                return
+        await self._deadletter(d, reason)
+
+    async def _deadletter(self, d: Delivery, reason: str) -> None:
+        headers = (
+            ("reason", reason.encode()),
+            ("exchange", (d.exchange or "").encode()),
+            ("routing_key", (d.routing_key or "").encode()),
+        )
+        body = d.body
+        limit = self.settings.sink.max_request_bytes - 4096
+        if len(body) > limit:  # the dead letter itself must fit into a Kafka request
+            headers += (("truncated_from", str(len(body)).encode()),)
+            body = body[:limit]
+        await self._produce(d, self.deadletter_topic, body, None, headers, True)
+
+    async def _produce(self, d: Delivery, topic: str, value: bytes, key: bytes | None,
+                       headers: Headers, dead: bool, attempt: int = 0) -> None:
+        started = time.perf_counter()
+        try:
+            fut = await self.sink.send(topic, value, key, headers)
+        except _NOT_RETRIABLE as exc:
+            await self._rejected_by_kafka(d, dead, exc)
+            return
+        except Exception as exc:  # KafkaTimeoutError while Kafka is away, a closing producer, ...
+            self._retry(d, topic, value, key, headers, dead, attempt, exc)
+            return
+        fut.add_done_callback(lambda f: self._acked(f, d, topic, value, key, headers, dead, attempt, started))
+
+    def _acked(self, fut: asyncio.Future, d: Delivery, topic: str, value: bytes, key: bytes | None,
+               headers: Headers, dead: bool, attempt: int, started: float) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            if isinstance(exc, _NOT_RETRIABLE):
+                self._spawn(self._rejected_by_kafka(d, dead, exc))
+            else:
+                self._retry(d, topic, value, key, headers, dead, attempt, exc)
+            return
+        metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
+        if dead:
+            self.deadlettered += 1
+            metrics.DEADLETTERED.labels(reason_class(headers[0][1].decode())).inc()
+        else:
+            self.relayed += 1
+            counter = self._relayed.get(topic)
+            if counter is None:
+                counter = self._relayed[topic] = metrics.RELAYED.labels(topic)
+            counter.inc()
+        self._settled(d)
+
+    async def _rejected_by_kafka(self, d: Delivery, dead: bool, exc: BaseException) -> None:
+        reason = f"kafka rejected the record: {_one_line(exc)}"
+        if dead:  # even the (truncated) dead letter does not fit: say so loudly and move on
+            log.error("dead letter dropped, Kafka does not take it: %s", reason)
+            self._settled(d)
+            return
+        await self._deadletter(d, reason)
+
+    def _retry(self, d: Delivery, topic: str, value: bytes, key: bytes | None, headers: Headers,
+               dead: bool, attempt: int, exc: BaseException | None) -> None:
+        if attempt == 0 or attempt % 10 == 0:
+            log.warning("produce to %s failed (%s); retrying", topic,
+                        _one_line(exc) if exc else "cancelled")
+        metrics.PRODUCE_RETRIES.inc()
+
+        async def again() -> None:
+            await asyncio.sleep(min(0.25 * 2 ** min(attempt, 7), 30.0) * random.uniform(0.8, 1.2))
+            while self.sink.producer is None:  # reconnecting
+                await asyncio.sleep(0.5)
+            await self._produce(d, topic, value, key, headers, dead, attempt + 1)
+
+        self._spawn(again())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    def _settled(self, d: Delivery) -> None:
+        d.settle()
+        self.in_flight -= 1
+        if self._space is not None and self.in_flight < self.settings.max_in_flight and not self._space.done():
+            self._space.set_result(None)
+        if self.in_flight == 0 and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until the source ends or `stop` is set; then wait (bounded) for what is in flight."""
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(stop.wait())
+        watcher.add_done_callback(lambda _: self.source.stop())
+        bound = self.settings.max_in_flight
+        try:
+            async for d in self.source:
+                await self.handle(d)
+                if self.in_flight >= bound:
+                    self._space = loop.create_future()
+                    await self._space
+                    self._space = None
+                if stop.is_set():
+                    break
+        finally:
+            watcher.cancel()
+            await self.drain(self.settings.shutdown_timeout_s)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every delivery is settled; False when `timeout` passed first."""
+        if self.in_flight == 0:
+            return True
+        self._idle = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._idle), timeout)
+            return True
+        except asyncio.TimeoutError:
+            log.warning("%d deliveries still unsettled after %.0fs; they will be delivered again",
+                        self.in_flight, timeout)
+            return False
+        finally:
+            self._idle = None
+
+
+async def run_bridge(settings: BridgeSettings, source: Source, stop: asyncio.Event,
+                     on_ready: Callable[[Relay], None] | None = None) -> Relay:
+    """Run one bridge in the running event loop until `source` ends or `stop` is set.
+
+    For the benchmark and tests: build `source` with `sources.AmqpSource(...)` /
+    `sources.LinesSource(path)`, then `relay = await run_bridge(settings, source, stop)`;
+    `relay.relayed`, `relay.deadlettered`, `relay.filtered` count what happened.
+    """
+    sink = KafkaSink(settings.sink)
+    if not await sink.start(stop):
+        return Relay(settings, source, sink)
+    relay = Relay(settings, source, sink)
+    server = None
+    try:
+        topics = list(settings.extra_topics) + [relay.deadletter_topic]
+        if settings.precreate_topics:
+            topics = catalog_topics(settings.topic_prefix) + list(settings.extra_topics)
+        await sink.ensure_topics(topics)
+        metrics.track_in_flight(lambda: relay.in_flight)
+        server = metrics.serve(settings.metrics_port, settings.metrics_addr)
+        if on_ready is not None:
+            on_ready(relay)
+        log.info("relaying from %s to %s* (value format %s, min priority %s)", source.description,
+                 settings.topic_prefix, settings.value_format, settings.min_priority)
+        await relay.run(stop)
+    finally:
+        await source.close()
+        for task in list(relay._retries):
+            task.cancel()
+        await sink.stop(settings.shutdown_timeout_s)
+        if server is not None:
+            server.shutdown()
+        log.info("stopped: %d relayed, %d dead-lettered, %d filtered",
+                 relay.relayed, relay.deadlettered, relay.filtered)
+    return relay
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM / SIGINT: stop taking deliveries, finish what is in flight, then exit."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

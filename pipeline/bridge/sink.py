@@ -1,0 +1,202 @@
+"""The Kafka side: an idempotent aiokafka producer (acks=all) and the topics it writes to.
+
+Records are partitioned exactly as the Java client's default partitioner does for a keyed record,
+``toPositive(murmur2(key)) % numPartitions``, so Kafka Streams and other downstream apps that
+co-partition by the same key agree with us.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+from pipeline.config import ConfigError
+
+from . import metrics
+
+log = logging.getLogger("pipeline.bridge")
+
+TOPIC_ALREADY_EXISTS = 36
+COMPRESSIONS = {"none": lambda: True, "gzip": has_gzip, "lz4": has_lz4, "zstd": has_zstd, "snappy": has_snappy}
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@lru_cache(maxsize=65536)  # keys repeat (a node's events share its UUID): hash each once
+def java_partition(key: bytes, num_partitions: int) -> int:
+    """The Java client's default partition for a non-null key (Utils.toPositive(Utils.murmur2(key)))."""
+    return (murmur2(key) & 0x7FFFFFFF) % num_partitions
+
+
+def partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka partitioner hook. Partition ids of a topic are always 0..n-1, so the index is the id."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return java_partition(key, len(all_partitions))
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    bootstrap_servers: list[str]
+    topic_partitions: int = 6
+    replication_factor: int = 1
+    compression: str = "gzip"
+    linger_ms: int = 10
+    max_batch_bytes: int = 512 * 1024
+    max_request_bytes: int = 1024 * 1024
+    request_timeout_ms: int = 30000
+    client_id: str = "pipeline-bridge"
+
+
+def check_compression(name: str) -> str | None:
+    """The aiokafka compression_type for a setting; ConfigError when its library is missing."""
+    if name not in COMPRESSIONS:
+        raise ConfigError(f"--kafka-compression {name!r}: one of {', '.join(COMPRESSIONS)}")
+    if not COMPRESSIONS[name]():
+        raise ConfigError(
+            f"--kafka-compression {name}: aiokafka needs the 'cramjam' package for it; use gzip or none"
+        )
+    return None if name == "none" else name
+
+
+class KafkaSink:
+    """Producer plus topic bookkeeping. `send` hands a record to the producer and returns the
+    future Kafka's acknowledgement resolves, so callers can keep many records in flight."""
+
+    def __init__(self, settings: SinkSettings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self.admin: AIOKafkaAdminClient | None = None
+        self.topics: set[str] = set()  # known to exist
+        self._creating: dict[str, asyncio.Future] = {}
+
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
+        """Connect, retrying with backoff until Kafka answers; False when `stop` was set first."""
+        s = self.settings
+        compression = check_compression(s.compression)
+        delay = 0.5
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=s.bootstrap_servers,
+                client_id=s.client_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=s.linger_ms,
+                compression_type=compression,
+                max_batch_size=s.max_batch_bytes,
+                max_request_size=s.max_request_bytes,
+                request_timeout_ms=s.request_timeout_ms,
+                partitioner=partitioner,
+            )
+            admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, client_id=s.client_id)
+            try:
+                await producer.start()
+                await admin.start()
+                self.topics = set(await admin.list_topics())
+            except (KafkaError, OSError) as exc:
+                await _quiet_stop(producer)
+                await _quiet_stop(admin)
+                log.warning("Kafka %s unreachable (%s); retrying in %.1fs",
+                            ",".join(s.bootstrap_servers), _one_line(exc), delay)
+                metrics.RECONNECTS.labels("kafka").inc()
+                if await _sleep_or_stop(delay, stop):
+                    return False
+                delay = min(delay * 2, 30.0)
+                continue
+            self.producer, self.admin = producer, admin
+            log.info("Kafka connected: %s (acks=all, idempotent, compression=%s)",
+                     ",".join(s.bootstrap_servers), s.compression)
+            return True
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Create the topics that do not exist yet (concurrent callers share one request)."""
+        missing = [t for t in dict.fromkeys(topics) if t not in self.topics]
+        if not missing:
+            return
+        waiting = [self._creating[t] for t in missing if t in self._creating]
+        new = [t for t in missing if t not in self._creating]
+        if new:
+            fut = asyncio.get_running_loop().create_future()
+            for t in new:
+                self._creating[t] = fut
+            try:
+                await self._create(new)
+                fut.set_result(None)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: waiters re-raise it themselves
+                raise
+            finally:
+                for t in new:
+                    self._creating.pop(t, None)
+        for fut in waiting:
+            await fut
+
+    async def _create(self, topics: list[str]) -> None:
+        assert self.admin is not None
+        s = self.settings
+        response = await self.admin.create_topics(
+            [NewTopic(t, s.topic_partitions, s.replication_factor) for t in topics]
+        )
+        failed = []
+        for entry in response.topic_errors:
+            topic, code = entry[0], entry[1]
+            if code == 0:
+                metrics.TOPICS_CREATED.inc()
+                log.info("topic created: %s (%d partitions, replication %d)",
+                         topic, s.topic_partitions, s.replication_factor)
+            elif code != TOPIC_ALREADY_EXISTS:
+                failed.append(f"{topic}: error {code} {entry[2] if len(entry) > 2 else ''}".strip())
+                continue
+            self.topics.add(topic)
+        if failed:
+            raise KafkaError("cannot create topics: " + "; ".join(failed))
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future:
+        """Append to the producer's batch; the returned future resolves on Kafka's ack."""
+        assert self.producer is not None
+        return await self.producer.send(topic, value, key=key, headers=list(headers))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Flush what the producer holds (bounded in time) and disconnect."""
+        for client in (self.producer, self.admin):
+            if client is not None:
+                try:
+                    await asyncio.wait_for(client.close() if client is self.admin else client.stop(), timeout)
+                except (asyncio.TimeoutError, KafkaError, OSError) as exc:
+                    log.warning("Kafka client did not stop cleanly: %s", _one_line(exc))
+        self.producer = self.admin = None
+
+
+async def _quiet_stop(client) -> None:
+    try:
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+    except Exception:  # already broken; the caller reports the original error
+        pass
+
+
+async def _sleep_or_stop(delay: float, stop: asyncio.Event | None) -> bool:
+    """Sleep `delay` (with jitter) or until `stop` is set; True when stopped."""
+    delay *= random.uniform(0.8, 1.2)
+    if stop is None:
+        await asyncio.sleep(delay)
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
