@@ -16,6 +16,19 @@ kafka_jars() {
   fi
 }
 
+# SCRAM credentials live in the cluster metadata, so they are added once the broker runs.
+add_scram_user() {
+  local cp="$1" dir="$2" user pw mech
+  user="$(cat "$TLS/kafka-user")"; pw="$(cat "$TLS/kafka-password")"
+  for mech in SCRAM-SHA-512 SCRAM-SHA-256; do   # one mechanism per request, Kafka refuses two
+    java -Xmx128m -Dlog4j2.configurationFile="$STACK/tools-log4j2.properties" -cp "$cp" kafka.admin.ConfigCommand \
+         --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type users --entity-name "$user" \
+         --add-config "$mech=[password=$pw]" >"$dir/logs/scram.log" 2>&1 \
+      || { sed "s/$pw/***/g" "$dir/logs/scram.log" | tail -5; die "could not add the $mech user"; }
+  done
+  rm -f "$dir/logs/scram.log"
+}
+
 start_kafka() {
   if listening "$KAFKA_PORT"; then
     say "Kafka: something already listens on 127.0.0.1:$KAFKA_PORT, reusing it"; return
@@ -25,8 +38,11 @@ start_kafka() {
   local dir="$STATE/kafka" cp="$STACK/lib/*"
   mkdir -p "$dir/logs"
   sed -e "s#@DATA_DIR@#$dir/data#" -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
-      -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+      -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@SECURE_PORT@#$KAFKA_SECURE_PORT#g" \
+      -e "s#@TLS_DIR@#$TLS#g" -e "s#@SASL_USER@#$(cat "$TLS/kafka-user")#g" \
+      -e "s#@SASL_PASSWORD@#$(cat "$TLS/kafka-password")#g" \
       "$STACK/server.properties.in" > "$dir/server.properties"
+  chmod 0600 "$dir/server.properties"
   if [ ! -f "$dir/data/meta.properties" ]; then
     local tools="-Dlog4j2.configurationFile=$STACK/tools-log4j2.properties" id
     id="$(java $tools -cp "$cp" kafka.tools.StorageTool random-uuid)"
@@ -44,12 +60,22 @@ start_kafka() {
   echo "$pid" >"$STATE/kafka.pid"
   for _ in $(seq 1 240); do
     if grep -q "Kafka Server started" "$dir/logs/broker.log" && listening "$KAFKA_PORT"; then
-      say "Kafka: ready on 127.0.0.1:$KAFKA_PORT (pid $pid)"; return
+      add_scram_user "$cp" "$dir"
+      say "Kafka: ready on 127.0.0.1:$KAFKA_PORT, SASL_SSL on 127.0.0.1:$KAFKA_SECURE_PORT (pid $pid)"; return
     fi
     kill -0 "$pid" 2>/dev/null || { tail -40 "$dir/logs/broker.log"; rm -f "$STATE/kafka.pid"; die "Kafka exited during start"; }
     sleep 0.5
   done
   tail -40 "$dir/logs/broker.log"; die "Kafka did not become ready in 120 s"
+}
+
+# A password user and a vhost besides guest@/ , for the TLS and credentials tests.
+add_amqp_user() {
+  local ctl=(as_root rabbitmqctl -n "$1" -q) user pw
+  user="$(cat "$TLS/amqp-user")"; pw="$(cat "$TLS/amqp-password")"
+  "${ctl[@]}" add_user "$user" "$pw" >/dev/null 2>&1 || "${ctl[@]}" change_password "$user" "$pw" >/dev/null
+  "${ctl[@]}" add_vhost openstack >/dev/null 2>&1 || true
+  for vhost in / openstack; do "${ctl[@]}" set_permissions -p "$vhost" "$user" '.*' '.*' '.*' >/dev/null; done
 }
 
 start_rabbitmq() {
@@ -64,12 +90,23 @@ start_rabbitmq() {
       || { tail -20 "$STATE/apt.log"; die "could not install rabbitmq-server"; }
   fi
   say "RabbitMQ: starting"
-  as_root env RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$AMQP_PORT" \
+  mkdir -p "$STATE/rabbitmq"
+  cat >"$STATE/rabbitmq/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+listeners.ssl.default = 127.0.0.1:$AMQP_TLS_PORT
+ssl_options.cacertfile = $TLS/ca.pem
+ssl_options.certfile = $TLS/server.pem
+ssl_options.keyfile = $TLS/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+CONF
+  as_root env RABBITMQ_CONFIG_FILE="$STATE/rabbitmq/rabbitmq.conf" \
       RABBITMQ_NODENAME="${RABBITMQ_NODENAME:-rabbit@localhost}" rabbitmq-server -detached >"$STATE/rabbitmq.out" 2>&1
   echo "${RABBITMQ_NODENAME:-rabbit@localhost}" >"$STATE/rabbitmq.node"
   for _ in $(seq 1 240); do
     if listening "$AMQP_PORT" && as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" -q await_startup >/dev/null 2>&1; then
       as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" eval 'list_to_integer(os:getpid()).' >"$STATE/rabbitmq.pid" 2>/dev/null || true
+      add_amqp_user "$(cat "$STATE/rabbitmq.node")"
       say "RabbitMQ: ready on 127.0.0.1:$AMQP_PORT ($(as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" -q version 2>/dev/null | tr -cd "0-9."))"
       return
     fi
@@ -78,5 +115,6 @@ start_rabbitmq() {
   cat "$STATE/rabbitmq.out"; die "RabbitMQ did not become ready in 120 s"
 }
 
+bash "$STACK/certs.sh"
 start_kafka
 start_rabbitmq

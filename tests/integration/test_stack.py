@@ -38,11 +38,12 @@ def _make(target: str, env: dict[str, str]) -> str:
 def test_up_twice_down_twice_leaves_foreign_brokers_running(tmp_path: Path) -> None:
     # A private Kafka on free ports (started by this `up`), next to the shared RabbitMQ on 5672
     # (already running, so this `up` must reuse it and this `down` must leave it alone).
-    kafka_port, controller_port = _free_port(), _free_port()
+    kafka_port, controller_port, secure_port = _free_port(), _free_port(), _free_port()
     env = {
         "PIPELINE_STACK_DIR": str(tmp_path / "stack"),
         "KAFKA_PORT": str(kafka_port),
         "KAFKA_CONTROLLER_PORT": str(controller_port),
+        "KAFKA_SECURE_PORT": str(secure_port),
     }
     assert _listening(5672)
     assert not _listening(kafka_port)
