@@ -5,9 +5,14 @@ images, disruption budgets, network policies, topics and least-privilege Kafka u
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import faust
 import kubernetes_validate
 import pytest
+
+import pipeline
+from pipeline import catalog, events
 
 from conftest import (
     KUBERNETES_VERSIONS,
@@ -20,8 +25,8 @@ from conftest import (
     strimzi_errors,
 )
 
-# DESIGN.md, "Kafka topics": one relay topic per notification family, plus dead letters.
-FAMILIES = (
+# DESIGN.md, "Kafka topics": the families every deployment relays, at the least.
+DESIGN_FAMILIES = {
     "baremetal.node",
     "baremetal.port",
     "baremetal.portgroup",
@@ -35,7 +40,7 @@ FAMILIES = (
     "image",
     "image.member",
     "task",
-)
+}
 DERIVED = ("pipeline.operations", "pipeline.node-state", "pipeline.alerts")
 COMPACTED = {"pipeline.node-state"}
 WORKER_APP_ID = "pipeline-worker"  # faust app id: consumer group and internal topic prefix
@@ -44,8 +49,10 @@ SECRET_WORDS = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|_KEY
 
 
 def relay_topics(settings: dict[str, str]) -> set[str]:
-    prefix = settings["TOPIC_PREFIX"]
-    return {prefix + family for family in FAMILIES}
+    """The topics the bridge relays to: one per family of the event catalog, named as the code names them."""
+    families = {row.family for row in catalog.ROWS}
+    assert DESIGN_FAMILIES <= families, DESIGN_FAMILIES - families
+    return {events.topic_for(family, settings["TOPIC_PREFIX"]) for family in families}
 
 
 def dead_letter_topic(settings: dict[str, str]) -> str:
@@ -482,3 +489,30 @@ def test_production_is_replicated_spread_larger_and_on_rocksdb() -> None:
     assert memory_bytes(claim["spec"]["resources"]["requests"]["storage"]) >= 10 * 2**30
     for topic in prod.of_kind("KafkaTopic"):
         assert topic["spec"]["replicas"] >= 3 and topic["spec"]["config"]["min.insync.replicas"] >= 2
+
+
+# --- the settings reach the code ------------------------------------------------------------------
+
+
+def names_read_by_the_code() -> set[str]:
+    """Environment variables the pipeline package or faust reads (a quoted literal in our sources:
+    env("X"), env_int("X"), secret("X") which also reads X_FILE; faust: env_name="X")."""
+    package = Path(pipeline.__file__).parent
+    ours = set()
+    for source in package.rglob("*.py"):
+        ours |= set(re.findall(r"""["']([A-Z][A-Z0-9_]{2,})["']""", source.read_text()))
+    ours |= {f"{name}_FILE" for name in ours}
+    faust_settings = Path(faust.__file__).parent / "types" / "settings" / "settings.py"
+    theirs = set(re.findall(r'env_name="([A-Z0-9_]+)"', faust_settings.read_text()))
+    return ours | theirs
+
+
+def test_every_setting_the_manifests_give_is_read_by_the_code(rendered: Rendered) -> None:
+    """A misspelt variable is silently ignored by the program: check every name against the code."""
+    read = names_read_by_the_code()
+    given = set(rendered.settings())
+    for _workload, container in rendered.containers():
+        values = " ".join(str(item.get("value", "")) for item in container.get("env", []))
+        expanded_only = set(re.findall(r"\$\((\w+)\)", values))  # POD_NAME, POD_NAMESPACE
+        given |= set(env_of(container)) - expanded_only
+    assert not given - read, f"set in k8s/ but read by nothing: {sorted(given - read)}"
