@@ -1,0 +1,45 @@
+"""Publishing through oslo.messaging's own Notifier into the real RabbitMQ, the way Ironic and Glance
+do: rabbit driver, messagingv2 envelope, their exchanges and topics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import oslo_messaging
+from oslo_config import cfg
+
+RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
+
+# service -> (control exchange, notification topic, publisher id), as the services configure them
+SERVICES = {
+    "ironic": ("ironic", "ironic_versioned_notifications", "ironic-conductor.conductor-1"),
+    "glance": ("glance", "notifications", "image.glance-api-1"),
+}
+
+
+class OsloPublisher:
+    """One oslo transport per service: the exchange is the transport's control_exchange."""
+
+    def __init__(self, service: str, url: str = RABBIT_URL, driver: str = "messagingv2") -> None:
+        exchange, topic, publisher_id = SERVICES[service]
+        conf = cfg.ConfigOpts()
+        conf([], project=f"pipeline-tests-{service}")
+        oslo_messaging.set_transport_defaults(control_exchange=exchange)
+        self._transport = oslo_messaging.get_notification_transport(conf, url=url)
+        # set_transport_defaults changes a process-wide default; pin this transport's exchange
+        self._transport.conf.set_override("control_exchange", exchange)
+        self.notifier = oslo_messaging.Notifier(
+            self._transport, publisher_id=publisher_id, driver=driver, topics=[topic]
+        )
+
+    def publish(self, event_type: str, payload: Any, priority: str = "info") -> None:
+        getattr(self.notifier, priority)({}, event_type, payload)
+
+    def close(self) -> None:
+        self._transport.cleanup()
+
+    def __enter__(self) -> "OsloPublisher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
