@@ -100,6 +100,9 @@ def _mask_pairs(out: dict) -> None:
             out[value_key] = _masked(out[value_key])
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 # The walk is the hot path of the bridge (every payload, every key): type dispatch is inlined
 # and the key verdicts are cached, which makes it several times faster than a plain recursion.
 def _walk_dict(value: dict, depth: int) -> dict:
@@ -121,6 +124,8 @@ def _walk_dict(value: dict, depth: int) -> dict:
             out[key] = _walk_dict(item, depth + 1)
         elif kind is list:
             out[key] = _walk_list(item, depth + 1)
+        elif kind in _SCALARS:
+            out[key] = item
         else:
             out[key] = _walk(item, depth + 1)
     if "name" in out or "key" in out:
@@ -141,6 +146,8 @@ def _walk_list(value: list, depth: int) -> list:
             append(_walk_dict(item, depth + 1))
         elif kind is list:
             append(_walk_list(item, depth + 1))
+        elif kind in _SCALARS:
+            append(item)
         else:
             append(_walk(item, depth + 1))
     return out

@@ -100,7 +100,10 @@ def parse_timestamp(value: Any) -> datetime:
         raise Rejected(f"timestamp is not a valid date and time: {value[:64]!r}") from None
     if ts.tzinfo is None:
         return ts.replace(tzinfo=timezone.utc)  # oslo's timeutils.utcnow() is naive UTC
-    return ts.astimezone(timezone.utc)
+    try:
+        return ts.astimezone(timezone.utc)
+    except (OverflowError, ValueError):  # an offset that moves it out of years 1-9999
+        raise Rejected(f"timestamp is out of range: {value[:64]!r}") from None
 
 
 def rfc3339(ts: datetime) -> str:

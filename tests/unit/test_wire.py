@@ -83,7 +83,7 @@ def test_timestamps(text, expected):
 
 
 @pytest.mark.parametrize("bad", ["2026-13-01 00:00:00", "yesterday", "", "2026-08-20", 1732237779, None,
-                                 "2026-08-20 25:00:00"])
+                                 "2026-08-20 25:00:00", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_bad_timestamps(bad):
     assert "timestamp" in reason(v2(inner(timestamp=bad)))
 
