@@ -313,6 +313,7 @@ class LinesSource:
         self.description = "stdin" if path == "-" else f"file {path}"
         self._stopping = False
         self.lines = 0
+        self._file = self._open()  # a missing file is a settings error, found before connecting
 
     def stop(self) -> None:
         self._stopping = True
@@ -326,7 +327,7 @@ class LinesSource:
             raise ConfigError(f"--source file:{self.path}: {exc.strerror}") from None
 
     async def __aiter__(self) -> AsyncIterator[Delivery]:
-        f = self._open()
+        f = self._file
         try:
             while not self._stopping:
                 # a thread keeps a slow pipe from blocking the event loop
