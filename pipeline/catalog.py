@@ -18,7 +18,7 @@ Rules the table encodes (DESIGN.md, "Operations"):
   null (Glance documents WARN text payloads but sends none; a warning is not an outcome).
 * An event type not in the table is still valid: family = all segments before the action (the last
   segment, or the last two when the last is a status start/end/error/success), service = the first
-  segment. Unknown ``baremetal.*.start/end/error`` pair by shape like the known ones (operation
+  segment (``task.*`` and ``metadef_*`` are Glance's: service ``image``). Unknown ``baremetal.*.start/end/error`` pair by shape like the known ones (operation
   ``X``, deadline `DEFAULT_DEADLINE_S`); other unknown events get no operation.
 """
 from __future__ import annotations
@@ -271,7 +271,7 @@ def _by_shape(event_type: str) -> EventClass:
     head = segments[:-1] if status else segments
     action = head[-1]
     family = ".".join(head[:-1]) or head[0]
-    service = segments[0]
+    service = _service_of(segments[0])
     operation = None
     deadline = None
     if service == "baremetal" and status in _PAIR_PHASES:
@@ -290,6 +290,22 @@ def _by_shape(event_type: str) -> EventClass:
         uuid_from_text=True,
         known=False,
     )
+
+
+# First segments that belong to a service of another name (Glance's tasks and metadata
+# definitions), so a new event type of theirs lands under the same service as the known ones.
+_SERVICE_BY_FIRST_SEGMENT: dict[str, str] = {"task": "image"}
+_SERVICE_BY_PREFIX: tuple[tuple[str, str], ...] = (("metadef_", "image"),)
+
+
+def _service_of(first: str) -> str:
+    service = _SERVICE_BY_FIRST_SEGMENT.get(first)
+    if service is not None:
+        return service
+    for prefix, service in _SERVICE_BY_PREFIX:
+        if first.startswith(prefix):
+            return service
+    return first
 
 
 @lru_cache(maxsize=4096)
