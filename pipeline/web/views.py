@@ -1,0 +1,397 @@
+"""The worker's read-only web surface: registration of the views on the faust app.
+
+`register(app, source, observations)` is called once by `pipeline worker` when it builds the app. It
+mounts only our paths (faust's built-in `/table`, `/router`, statistics and index pages are dropped:
+they expose table data and topology, and the index would take `/`), a middleware that turns every
+error, including unknown paths and methods, into a JSON body, and the Prometheus monitor.
+
+Routing a node: the key is the node UUID as UTF-8 bytes, exactly as the bridge keys the relay record,
+and the table is co-partitioned with that topic, so the owner is the member whose changelog
+partitions include murmur2(key) % partitions, read from the assignment every member shares. The
+request is answered there (proxied once, with a header that stops a second hop). Fleet views ask every
+member for its own active partitions (same header) and merge the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import time
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+import orjson
+from aiohttp import ClientSession, ClientTimeout, web as aioweb
+from aiokafka.partitioner import murmur2
+from yarl import URL
+
+from pipeline.web import queries
+from pipeline.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, PipelineCollector, consumer_lag, new_registry, render
+from pipeline.web.observe import Observations
+from pipeline.web.queries import BadRequest
+from pipeline.web.sketch import DurationSketch, merged
+
+log = logging.getLogger(__name__)
+
+SCOPE_HEADER = "X-Pipeline-Scope"  # "local": answer for this worker's partitions only (a peer asks)
+ROUTED_HEADER = "X-Pipeline-Routed"  # the request was already routed to the key's owner
+PEER_TIMEOUT_S = 5.0
+STATIC = Path(__file__).with_name("static")
+
+
+@dataclass
+class WebSource:
+    """What the stream agents keep, as the views read it. Callables read local data only."""
+
+    table: Any  # the faust table keyed by node UUID bytes; routes GET /api/nodes/{uuid}
+    node: Callable[[str], dict | None]  # a node's state and open operations, None if unknown here
+    nodes: Callable[[], Iterable[dict]]  # node states of this worker's active partitions
+    open_operations: Callable[[], Iterable[dict]]  # open operations of this worker's active partitions
+    loss: Callable[[], Mapping[str, Mapping[str, float]]]  # publisher -> {started, ended, missing, ...}
+    source_topics: Iterable[str] | None = None  # for consumer lag; None: every active non-changelog topic
+
+
+@dataclass
+class _Peers:
+    """The other members' canonical URLs, from the group assignment every member receives."""
+
+    app: Any
+    session: ClientSession | None = None
+    timeout: ClientTimeout = field(default_factory=lambda: ClientTimeout(total=PEER_TIMEOUT_S))
+
+    def own(self) -> tuple[str, int]:
+        return _ident(URL(str(self.app.conf.canonical_url)))
+
+    def distribution(self) -> Mapping[str, Mapping[str, list[int]]]:
+        try:
+            return self.app.assignor.tables_metadata() or {}
+        except Exception:
+            return {}
+
+    def others(self) -> list[str]:
+        own = self.own()
+        return sorted(url for url in self.distribution() if _ident(URL(url)) != own)
+
+    def owner(self, changelog_topic: str, key: bytes) -> str | None:
+        """The canonical URL of the member holding `key`'s partition, None before an assignment."""
+        holders: dict[int, str] = {}
+        for url, topics in self.distribution().items():
+            for partition in topics.get(changelog_topic, ()):
+                holders[int(partition)] = url
+        if not holders:
+            return None
+        count = max(holders) + 1
+        partition = (murmur2(key) & 0x7FFFFFFF) % count
+        return holders.get(partition)
+
+    def client(self) -> ClientSession:
+        if self.session is None or self.session.closed:
+            self.session = ClientSession(timeout=self.timeout)
+        return self.session
+
+    async def get(self, base: str, rel_url: URL, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
+        url = URL(base).with_path(rel_url.path).with_query(rel_url.query)
+        async with self.client().get(url, headers=dict(headers), allow_redirects=False) as response:
+            return response.status, await response.read(), response.content_type
+
+
+def _ident(url: URL) -> tuple[str, int]:
+    host = (url.host or "").lower()
+    if host in ("localhost", "::1"):
+        host = "127.0.0.1"
+    return host, int(url.port or 80)
+
+
+def json_response(value: Any, status: int = 200) -> aioweb.Response:
+    return aioweb.Response(
+        body=orjson.dumps(value, default=str),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def error_response(status: int, reason: str, headers: Mapping[str, str] | None = None) -> aioweb.Response:
+    response = json_response(queries.error_body(status, reason), status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+@aioweb.middleware
+async def json_errors(request: aioweb.Request, handler: Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]) -> aioweb.StreamResponse:
+    """Every refusal is JSON with a reason; nothing leaks a traceback."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return error_response(400, exc.reason)
+    except aioweb.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(405, f"method {request.method} not allowed; allowed: {allowed}", {"Allow": allowed})
+    except aioweb.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = "no such path" if exc.status == 404 else exc.reason
+        return error_response(exc.status, reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("web view failed: %s %s", request.method, request.path)
+        return error_response(500, "internal error (logged by the worker)")
+
+
+def _strip_faust_pages(app: Any) -> None:
+    """Drop faust's built-in blueprints before the server starts: /table serves table data, /router and
+    the statistics pages the topology, and the index would take `/`. Routing across members does not
+    use them (it reads the assignment directly), so nothing here needs them."""
+    manager = app.web.blueprints
+    if manager.applied:
+        raise RuntimeError("pipeline.web.register must run before the web server starts")
+    manager._enabled[:] = []
+
+
+class WebViews:
+    def __init__(self, app: Any, source: WebSource, observations: Observations) -> None:
+        self.app = app
+        self.source = source
+        self.observations = observations
+        self.peers = _Peers(app)
+        self.collector = PipelineCollector(observations, self.open_operation_counts, self.lag)
+        self.registry = new_registry(app, self.collector)
+        self.dashboard = (STATIC / "dashboard.html").read_bytes()
+
+    # ---- readiness ---------------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        app = self.app
+        if getattr(app, "in_recovery", False):
+            return False, "recovering tables"
+        if getattr(app, "rebalancing", False):
+            return False, "rebalancing"
+        try:
+            actives = app.assignor.assigned_actives()
+        except Exception:
+            actives = set()
+        if not actives:
+            return False, "no partitions assigned"
+        try:
+            if not app.tables.recovery.completed.is_set():
+                return False, "recovering tables"
+        except AttributeError:
+            pass
+        return True, "ready"
+
+    # ---- local figures -----------------------------------------------------------------------------
+
+    def open_operation_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.source.open_operations():
+            name = str(op.get("operation"))
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return consumer_lag(self.app, self.source.source_topics)
+
+    # ---- fan-out -----------------------------------------------------------------------------------
+
+    async def gather(self, request: aioweb.Request, local: dict) -> tuple[list[dict], dict]:
+        """This worker's answer plus every other member's answer to the same request (local scope)."""
+        if request.headers.get(SCOPE_HEADER) == "local":
+            return [local], {}
+        others = self.peers.others()
+
+        async def ask(url: str) -> dict:
+            status, body, _ = await self.peers.get(url, request.rel_url, {SCOPE_HEADER: "local"})
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}")
+            return orjson.loads(body)
+
+        results = await asyncio.gather(*(ask(url) for url in others), return_exceptions=True)
+        answers = [local]
+        failed: dict[str, str] = {}
+        for url, result in zip(others, results):
+            if isinstance(result, BaseException):
+                failed[url] = str(result) or type(result).__name__
+            else:
+                answers.append(result)
+        return answers, failed
+
+    @staticmethod
+    def _workers(answers: list[dict], failed: dict) -> dict:
+        return {"workers": len(answers), "unreachable": sorted(failed), "partial": bool(failed)}
+
+    # ---- handlers ----------------------------------------------------------------------------------
+
+    async def node(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        uuid = queries.parse_uuid(request.match_info["uuid"])
+        queries.parse_no_params(_multi(request), request.query_string)
+        key = uuid.encode()
+        changelog = self.source.table.changelog_topic.get_topic_name()
+        owner = self.peers.owner(changelog, key)
+        if owner is None:
+            return error_response(503, "no partition assignment yet; retry shortly")
+        mine = _ident(URL(owner)) == self.peers.own()
+        if not mine:
+            if request.headers.get(ROUTED_HEADER):
+                return error_response(503, "the node's partition is moving between workers; retry shortly")
+            status, body, content_type = await self.peers.get(owner, request.rel_url, {ROUTED_HEADER: "1"})
+            response = aioweb.Response(body=body, status=status, content_type=content_type or "application/json")
+            response.headers["X-Pipeline-Answered-By"] = owner
+            return response
+        state = self.source.node(uuid)
+        if state is None:
+            return error_response(404, f"unknown node {uuid}")
+        response = json_response(state)
+        response.headers["X-Pipeline-Answered-By"] = str(self.app.conf.canonical_url)
+        return response
+
+    async def nodes(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        q = queries.parse_node_query(_multi(request), request.query_string)
+        local = queries.select_nodes(self.source.nodes(), q)
+        answers, failed = await self.gather(request, local)
+        if request.headers.get(SCOPE_HEADER) == "local":
+            return json_response(local)
+        return json_response({**queries.merge_node_answers(answers, q), **self._workers(answers, failed)})
+
+    async def open_operations(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        limit = queries.parse_limit_only(_multi(request), request.query_string)
+        operations = list(self.source.open_operations())
+        local = {"operations": queries.sort_open_operations(operations, limit), "total": len(operations)}
+        answers, failed = await self.gather(request, local)
+        if request.headers.get(SCOPE_HEADER) == "local":
+            return json_response(local)
+        merged_ops = queries.sort_open_operations((o for a in answers for o in a["operations"]), limit)
+        total = sum(int(a.get("total", 0)) for a in answers)
+        return json_response({"operations": merged_ops, "count": len(merged_ops), "total": total, **self._workers(answers, failed)})
+
+    async def stats(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        queries.parse_no_params(_multi(request), request.query_string)
+        sketch = self.observations.durations
+        local = {"sketch": sketch.to_json()}
+        answers, failed = await self.gather(request, local)
+        if request.headers.get(SCOPE_HEADER) == "local":
+            return json_response(local)
+        total = merged((DurationSketch.from_json(a["sketch"]) for a in answers), sketch.window_s, sketch.slice_s, sketch.accuracy)
+        return json_response(
+            {
+                "operations": total.stats(),
+                "window_s": total.window_s,
+                "window_end": total.watermark,
+                **self._workers(answers, failed),
+            }
+        )
+
+    async def alerts(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        q = queries.parse_alert_query(_multi(request), request.query_string)
+        local = {"alerts": queries.sort_alerts(self.observations.recent_alerts, q)}
+        answers, failed = await self.gather(request, local)
+        if request.headers.get(SCOPE_HEADER) == "local":
+            return json_response(local)
+        alerts = queries.sort_alerts((a for answer in answers for a in answer["alerts"]), q)
+        return json_response({"alerts": alerts, "count": len(alerts), **self._workers(answers, failed)})
+
+    async def summary(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        queries.parse_no_params(_multi(request), request.query_string)
+        local = {
+            "nodes": queries.state_counts(self.source.nodes()),
+            "loss": {p: dict(row) for p, row in self.source.loss().items()},
+            "open_operations": self.open_operation_counts(),
+            "alerts": dict(self.observations.alerts_by_type),
+            "events": sum(self.observations.events_by_type.values()),
+        }
+        answers, failed = await self.gather(request, local)
+        if request.headers.get(SCOPE_HEADER) == "local":
+            return json_response(local)
+        open_ops: dict[str, int] = {}
+        alerts: dict[str, int] = {}
+        for answer in answers:
+            for name, n in answer["open_operations"].items():
+                open_ops[name] = open_ops.get(name, 0) + n
+            for name, n in answer["alerts"].items():
+                alerts[name] = alerts.get(name, 0) + n
+        return json_response(
+            {
+                "nodes": queries.merge_counts(a["nodes"] for a in answers),
+                "loss": queries.merge_loss(a["loss"] for a in answers),
+                "open_operations": dict(sorted(open_ops.items())),
+                "alerts": dict(sorted(alerts.items())),
+                "events": sum(int(a.get("events", 0)) for a in answers),
+                "now": time(),
+                **self._workers(answers, failed),
+            }
+        )
+
+    async def healthz(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        ready, reason = self.readiness()
+        return json_response({"ready": ready, "reason": reason}, 200 if ready else 503)
+
+    async def metrics(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        queries.parse_no_params(_multi(request), request.query_string)
+        return aioweb.Response(body=render(self.registry), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def index(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        return aioweb.Response(
+            body=self.dashboard,
+            content_type="text/html",
+            charset="utf-8",
+            headers={
+                "Cache-Control": "no-store",
+                # the page loads nothing from elsewhere, and says so to the browser
+                "Content-Security-Policy": "default-src 'none'; script-src 'self' 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+            },
+        )
+
+    async def close(self) -> None:
+        if self.peers.session is not None:
+            await self.peers.session.close()
+
+
+def _multi(request: aioweb.Request) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for name, value in request.query.items():
+        values.setdefault(name, []).append(value)
+    return values
+
+
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("/", "index"),
+    ("/healthz", "healthz"),
+    ("/readyz", "readyz"),
+    ("/metrics", "metrics"),
+    ("/api/nodes", "nodes"),
+    ("/api/nodes/{uuid}", "node"),
+    ("/api/operations/open", "open_operations"),
+    ("/api/operations/stats", "stats"),
+    ("/api/alerts", "alerts"),
+    ("/api/summary", "summary"),
+)
+
+
+def register(app: Any, source: WebSource, observations: Observations) -> WebViews:
+    """Mount the views on `app` (before the worker starts). Returns the views, e.g. for tests."""
+    from faust import web as faust_web
+
+    views = WebViews(app, source, observations)
+    _strip_faust_pages(app)
+    app.web.web_app.middlewares.append(json_errors)
+    for path, name in ROUTES:
+        handler = getattr(views, name)
+
+        async def get(self: faust_web.View, request: aioweb.Request, _handler=handler, **match: str) -> Any:
+            return await _handler(request)
+
+        view = type(f"Pipeline_{name}", (faust_web.View,), {"get": get, "__doc__": handler.__doc__})
+        app.page(path, name=f"pipeline-{name}")(view)
+
+    async def _close(*_: Any) -> None:
+        await views.close()
+
+    app.web.web_app.on_cleanup.append(_close)
+    return views
