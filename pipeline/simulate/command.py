@@ -1,0 +1,278 @@
+"""`pipeline simulate`: publish the notifications of a simulated fleet of bare-metal nodes and images.
+
+Pacing. `--rate R` sends R events per wall second (0: as fast as the output takes them); simulated
+time then runs as fast as the fleet's own event density requires, and timestamps still show
+realistic durations (see fleet.py). `--clock-speed S` paces by simulated time instead: S simulated
+seconds per wall second (1 = real time). The closing sweep is never paced by the clock (it jumps
+past every deadline on purpose).
+
+Stopping. After `--duration` seconds or `--events` events (or on Ctrl-C / SIGTERM) no new operation
+starts; the running ones finish, then the sweep moves event time past every deadline. A second
+Ctrl-C stops at once (the truth file then lists the open operations with outcome null).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import (
+    ConfigError,
+    add_amqp_args,
+    add_kafka_args,
+    add_value_format_arg,
+    env,
+    kafka_client_kwargs,
+)
+
+from . import outputs
+from .faults import Faults
+from .fleet import Event, Fleet
+
+OUTPUTS = ("rabbit", "kafka", "stdout")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    f = parser.add_argument_group("fleet")
+    f.add_argument("--nodes", type=int, default=1000, help="bare-metal nodes (default %(default)s)")
+    f.add_argument("--images", type=int, default=100, help="Glance images (default %(default)s)")
+    f.add_argument("--seed", type=int, default=0, help="the same seed gives the same fleet and events (default %(default)s)")
+    f.add_argument("--think", type=float, default=1800.0, metavar="SECONDS",
+                   help="mean simulated idle time between a node's operations (default %(default)s)")
+    f.add_argument("--start", default=None, metavar="TIME",
+                   help="simulated start, UTC, e.g. '2026-11-22 00:00:00' (default: now)")
+    p = parser.add_argument_group("pace and length")
+    p.add_argument("--rate", type=float, default=500.0,
+                   help="events per wall second, 0 = as fast as possible (default %(default)s)")
+    p.add_argument("--clock-speed", type=float, default=None, metavar="S",
+                   help="pace by simulated time instead: S simulated seconds per wall second")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="wall seconds of traffic before the fleet winds down (default: until --events or Ctrl-C)")
+    p.add_argument("--events", type=int, default=None, help="events before the fleet winds down")
+    p.add_argument("--no-sweep", dest="sweep", action="store_false",
+                   help="skip the closing sweep that moves event time past every deadline")
+    x = parser.add_argument_group("faults (recorded in the ground truth)")
+    x.add_argument("--loss", type=float, default=0.0, help="fraction of terminal (.end/.error) events dropped")
+    x.add_argument("--duplicates", type=float, default=0.0, help="fraction of events sent twice, same message_id")
+    x.add_argument("--reorder", type=int, default=0, metavar="WINDOW", help="events may move up to WINDOW places later")
+    x.add_argument("--truth", type=Path, default=None, metavar="FILE", help="write the ground truth per operation (JSON)")
+    o = parser.add_argument_group("output")
+    o.add_argument("--output", choices=OUTPUTS, default=env("SIMULATE_OUTPUT", "rabbit"),
+                   help="rabbit: oslo.messaging into RabbitMQ (the real path); kafka: straight to the relay "
+                        "topics; stdout: JSON lines (env SIMULATE_OUTPUT; default %(default)s)")
+    o.add_argument("--capture", action="store_true",
+                   help="stdout: write capture objects {exchange, routing_key, body} instead of bare bodies")
+    o.add_argument("--ironic-topic", default=env("IRONIC_TOPIC", "ironic_versioned_notifications"),
+                   help="Ironic's versioned_notifications_topics (env IRONIC_TOPIC; default %(default)s)")
+    o.add_argument("--glance-topic", default=env("GLANCE_TOPIC", "notifications"),
+                   help="Glance's [oslo_messaging_notifications] topics (env GLANCE_TOPIC; default %(default)s)")
+    o.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
+    add_amqp_args(parser)
+    add_kafka_args(parser)
+    add_value_format_arg(parser)
+
+
+def _start_time(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--start {text!r}: expected a UTC time like '2026-11-22 00:00:00'") from None
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc).replace(tzinfo=None)
+    return at
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.nodes < 0 or args.images < 0 or args.nodes + args.images == 0:
+        raise ConfigError("--nodes and --images must not be negative, and not both 0")
+    if args.rate < 0:
+        raise ConfigError(f"--rate must be 0 (as fast as possible) or positive, not {args.rate}")
+    if args.clock_speed is not None and args.clock_speed <= 0:
+        raise ConfigError(f"--clock-speed must be positive, not {args.clock_speed}")
+    if args.think <= 0:
+        raise ConfigError(f"--think must be positive, not {args.think}")
+    for name in ("duration", "events"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name} must be positive, not {value}")
+    if args.truth is not None and not args.truth.parent.exists():
+        raise ConfigError(f"--truth {args.truth}: directory {args.truth.parent} does not exist")
+
+
+def unique_id(message_id: str) -> str:
+    """The rabbit driver's `_unique_id` (32 hex digits) for the stdout and kafka outputs: derived
+    from message_id so a duplicate carries the same one, as a publisher retry's does."""
+    return hashlib.md5(message_id.encode()).hexdigest()
+
+
+class Run:
+    """One simulation: fleet -> faults -> output, paced, with progress and a summary."""
+
+    def __init__(self, args: argparse.Namespace, output: outputs.Output) -> None:
+        self.args = args
+        self.output = output
+        self.fleet = Fleet(args.nodes, args.images, seed=args.seed, start=_start_time(args.start),
+                           think_s=args.think, keep_operations=args.truth is not None)
+        self.faults = Faults(args.loss, args.duplicates, args.reorder, seed=args.seed)
+        self.sent = 0
+        self.sweeping = False
+        self.interrupted = 0
+        self.wall_start = 0.0
+        self.sim_first: datetime | None = None
+        self.sim_last: datetime | None = None
+
+    def _stream(self) -> Iterator[Event]:
+        yield from self.fleet.events()
+        if self.args.sweep and self.interrupted < 2:
+            self.sweeping = True
+            yield from self.fleet.sweep()
+
+    def interrupt(self) -> None:
+        self.interrupted += 1
+        self.fleet.close()
+        if self.interrupted == 1:
+            print("simulate: winding down (operations in progress finish); Ctrl-C again to stop now",
+                  file=sys.stderr)
+
+    async def run(self) -> None:
+        args, fleet, output = self.args, self.fleet, self.output
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.interrupt)
+        rate, speed = args.rate, args.clock_speed
+        self.wall_start = start = time.perf_counter()
+        next_progress = start + 1.0
+        for event in self.faults.apply(self._stream()):
+            if self.interrupted >= 2:
+                break
+            if self.sim_first is None:
+                self.sim_first = event.timestamp
+            self.sim_last = event.timestamp
+            now = time.perf_counter()
+            if speed is not None and not self.sweeping:
+                due = start + (event.timestamp - self.sim_first).total_seconds() / speed
+            elif rate > 0:
+                due = start + self.sent / rate
+            else:
+                due = now
+            if due - now > 0.002:
+                await asyncio.sleep(due - now)
+            elif self.sent % 256 == 0:
+                await asyncio.sleep(0)  # let signals, the Kafka relay and progress in
+            await output.send(event, unique_id(event.message_id))
+            self.sent += 1
+            if not fleet.closing and ((args.events and self.sent >= args.events)
+                                      or (args.duration and now - start >= args.duration)):
+                fleet.close()
+            if now >= next_progress:
+                next_progress = now + 1.0
+                if not args.quiet:
+                    self.progress(now)
+        await output.close()
+
+    def progress(self, now: float) -> None:
+        elapsed = max(now - self.wall_start, 1e-9)
+        c, f = self.fleet.counts, self.faults.counts
+        phase = " winding down" if self.fleet.closing else ""
+        phase = " sweep" if self.sweeping else phase
+        print(f"simulate: {self.sent:,} sent, {self.sent / elapsed:,.0f}/s, simulated {self.sim_last} "
+              f"| operations {c['started']:,} started, {c['ended'] + c['errored']:,} finished, "
+              f"{f['dropped']:,} ends dropped, {f['duplicated']:,} duplicated{phase}",
+              file=sys.stderr, flush=True)
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.wall_start
+        c, f = self.fleet.counts, self.faults.counts
+        sim_span = (self.sim_last - self.sim_first).total_seconds() if self.sim_first and self.sim_last else 0.0
+        return {
+            "output": self.output.description,
+            "events_sent": self.sent,
+            "events_generated": c["events"],
+            "wall_seconds": round(elapsed, 3),
+            "rate": round(self.sent / elapsed, 1) if elapsed > 0 else 0.0,
+            "simulated_start": str(self.sim_first),
+            "simulated_end": str(self.sim_last),
+            "simulated_seconds": round(sim_span, 3),
+            "operations_started": c["started"],
+            "operations_ended": c["ended"],
+            "operations_errored": c["errored"],
+            "operations_open": c["started"] - c["ended"] - c["errored"],
+            "ends_dropped": f["dropped"],
+            "events_duplicated": f["duplicated"],
+            "events_delayed": f["delayed"],
+            "send_failures": self.output.failures,
+            "seed": self.args.seed,
+        }
+
+    def write_truth(self, path: Path, summary: dict[str, Any]) -> None:
+        ops = self.fleet.operations
+        truth = {
+            "summary": summary,
+            "settings": {k: getattr(self.args, k) for k in ("nodes", "images", "seed", "loss", "duplicates",
+                                                             "reorder", "rate", "think")},
+            "operations": [op.as_truth() for op in ops],
+        }
+        path.write_text(json.dumps(truth, indent=None, separators=(",", ":")) + "\n")
+
+
+def _print_summary(s: dict[str, Any], truth: Path | None) -> None:
+    lines = [
+        f"simulate: done, {s['events_sent']:,} events to {s['output']} in {s['wall_seconds']:.1f} s "
+        f"({s['rate']:,.0f}/s); simulated {s['simulated_start']} .. {s['simulated_end']} "
+        f"({s['simulated_seconds'] / 3600:.2f} h)",
+        f"  operations: {s['operations_started']:,} started, {s['operations_ended']:,} ended, "
+        f"{s['operations_errored']:,} ended in error, {s['operations_open']:,} still open",
+        f"  ground truth: {s['ends_dropped']:,} ends dropped (expect as many missing_end alerts), "
+        f"{s['events_duplicated']:,} events duplicated, {s['events_delayed']:,} delayed by reordering",
+    ]
+    if s["send_failures"]:
+        lines.append(f"  WARNING: {s['send_failures']:,} notifications failed to send (see the log above)")
+    if truth is not None:
+        lines.append(f"  truth per operation: {truth}")
+    print("\n".join(lines), file=sys.stderr)
+
+
+def make_output(args: argparse.Namespace) -> outputs.Output:
+    topics = outputs.Topics(ironic=args.ironic_topic, glance=args.glance_topic)
+    if args.output == "stdout":
+        return outputs.StdoutOutput(topics, capture=args.capture)
+    if args.output == "rabbit":
+        from pipeline.bridge.command import amqp_url
+
+        return outputs.RabbitOutput(amqp_url(args.amqp_url), topics)
+    return outputs.KafkaOutput(kafka_client_kwargs(args)["bootstrap_servers"], args.topic_prefix,
+                               args.topic_partitions, args.value_format, topics)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    try:
+        simulation = Run(args, make_output(args))
+    except ValueError as exc:  # a fault fraction out of range
+        raise ConfigError(str(exc)) from None
+
+    async def main() -> None:
+        await simulation.output.start()
+        await simulation.run()
+
+    try:
+        asyncio.run(main())
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader of stdout went away: stop quietly
+        return 0
+    summary = simulation.summary()
+    if args.truth is not None:
+        simulation.write_truth(args.truth, summary)
+    _print_summary(summary, args.truth)
+    return 1 if summary["send_failures"] else 0
