@@ -47,6 +47,7 @@ _PRIORITY_ALIASES = {"warning": "warn"}
 # hand-built or v1 body may not, so they never enter a Notification at all.
 _SECRET_CONTEXT_KEYS = frozenset({"auth_token", "auth_token_info", "password", "secret"})
 
+_MAX_REASON_LEN = 300
 _MAX_ID_LEN = 255
 _MAX_EVENT_TYPE_LEN = 255
 # oslo writes "YYYY-MM-DD HH:MM:SS[.ffffff]"; ISO 8601 with T, Z or an offset is accepted too.
@@ -59,6 +60,8 @@ class Rejected(ValueError):
 
     def __init__(self, reason: str) -> None:
         reason = " ".join(reason.split())  # one line, whatever the cause said
+        if len(reason) > _MAX_REASON_LEN:  # it travels as a Kafka header of the dead letter
+            reason = reason[: _MAX_REASON_LEN - 3] + "..."
         super().__init__(reason)
         self.reason = reason
 
@@ -169,20 +172,12 @@ def _unwrap(obj: Any) -> dict:
     return msg
 
 
+_JSON_TYPES = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+               list: "an array", dict: "an object"}
+
+
 def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _from_message(msg: dict) -> Notification:

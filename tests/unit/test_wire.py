@@ -200,3 +200,7 @@ def test_rfc3339():
     assert wire.rfc3339(datetime(2026, 11, 22, 1, 9, 39, tzinfo=timezone.utc)) == "2026-11-22T01:09:39.000000Z"
     plus2 = timezone(timedelta(hours=2))
     assert wire.rfc3339(datetime(2026, 11, 22, 3, 9, 39, tzinfo=plus2)) == "2026-11-22T01:09:39.000000Z"
+
+
+def test_reasons_stay_short():
+    assert len(reason(orjson.dumps({"oslo.version": "x" * 100_000, "oslo.message": "{}"}))) <= 300
