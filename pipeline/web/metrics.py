@@ -24,19 +24,22 @@ class PipelineCollector(Collector):
         observations: Observations,
         open_operations: Callable[[], Mapping[str, int]],
         consumer_lag: Callable[[], Mapping[tuple[str, int], int]],
+        counters: Callable[[], Iterable[tuple[str, str, float]]] = lambda: (),
     ) -> None:
         self.observations = observations
         self.open_operations = open_operations
         self.consumer_lag = consumer_lag
+        self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
-        return iter(pipeline_metrics(self.observations, self.open_operations(), self.consumer_lag()))
+        return iter(pipeline_metrics(self.observations, self.open_operations(), self.consumer_lag(), self.counters()))
 
 
 def pipeline_metrics(
     observations: Observations,
     open_operations: Mapping[str, int],
     consumer_lag: Mapping[tuple[str, int], int],
+    counters: Iterable[tuple[str, str, float]] = (),
 ) -> list[Metric]:
     """Our metric families from plain figures (pure, so the unit tests read them directly)."""
     events = CounterMetricFamily("pipeline_events", "Notifications processed, by event type", labels=["event_type"])
@@ -50,8 +53,6 @@ def pipeline_metrics(
     alerts = CounterMetricFamily("pipeline_alerts", "Alerts raised, by type", labels=["type"])
     for alert_type, n in sorted(observations.alerts_by_type.items()):
         alerts.add_metric([alert_type], n)
-    deadletters = CounterMetricFamily("pipeline_deadletters", "Records the worker could not decode")
-    deadletters.add_metric([], observations.deadletters)
     open_ops = GaugeMetricFamily(
         "pipeline_open_operations", "Operations started and not ended, on this worker's partitions", labels=["operation"]
     )
@@ -62,7 +63,12 @@ def pipeline_metrics(
     )
     for (topic, partition), n in sorted(consumer_lag.items()):
         lag.add_metric([topic, str(partition)], n)
-    return [events, operations, alerts, deadletters, open_ops, lag]
+    extra = []
+    for name, help_text, value in counters:
+        family = CounterMetricFamily(name, help_text)
+        family.add_metric([], value)
+        extra.append(family)
+    return [events, operations, alerts, open_ops, lag, *extra]
 
 
 def new_registry(app: Any | None, collector: Collector) -> CollectorRegistry:

@@ -51,7 +51,6 @@ class Observations:
         self.alerts_by_type: dict[str, int] = {}
         self.durations = DurationSketch(window_s=window_s, slice_s=slice_s)
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=recent_alerts)
-        self.deadletters = 0
 
     def event(self, event_type: str) -> None:
         self.events_by_type[event_type] = self.events_by_type.get(event_type, 0) + 1
@@ -61,39 +60,26 @@ class Observations:
             self.event(event_type)
 
     def operation(self, record: Mapping[str, Any]) -> None:
-        """A finished operation as published on `pipeline.operations` (fields: operation, outcome,
-        duration_ms or duration_s / duration_us, ended_at or end_time)."""
+        """A finished operation, the `pipeline.operations` record (avro/operation.avsc): operation,
+        outcome (success, error, superseded), duration_ms (None without both ends), ended_at."""
         operation = str(record.get("operation"))
-        outcome = str(record.get("outcome", "end"))
+        outcome = str(record.get("outcome"))
         key = (operation, outcome)
         self.operations_by_outcome[key] = self.operations_by_outcome.get(key, 0) + 1
-        duration_ms = _duration_ms(record)
-        ended = _epoch_seconds(_first(record, "ended_at", "end_time", "end", "ended"))
+        duration_ms = record.get("duration_ms")
+        ended = _epoch_seconds(record.get("ended_at"))
         if duration_ms is None or ended is None:
             return
-        self.durations.add(operation, duration_ms, ended, error=outcome not in ("end", "success", "ok"))
+        self.durations.add(operation, float(duration_ms), ended, error=outcome == "error")
 
     def alert(self, record: Mapping[str, Any]) -> None:
-        alert_type = str(record.get("type") or record.get("alert") or "unknown")
-        self.alerts_by_type[alert_type] = self.alerts_by_type.get(alert_type, 0) + 1
+        """An alert, the `pipeline.alerts` record (avro/alert.avsc): kind, resource_uuid, operation,
+        raised_at, started_at, deadline_at, ..."""
+        kind = str(record.get("kind"))
+        self.alerts_by_type[kind] = self.alerts_by_type.get(kind, 0) + 1
         self.recent_alerts.append(_jsonable(dict(record)))
 
-    def deadletter(self) -> None:
-        self.deadletters += 1
-
-
-def _first(record: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if record.get(name) is not None:
-            return record[name]
-    return None
-
-
-def _duration_ms(record: Mapping[str, Any]) -> float | None:
-    if record.get("duration_ms") is not None:
-        return float(record["duration_ms"])
-    if record.get("duration_us") is not None:
-        return float(record["duration_us"]) / 1000.0
-    if record.get("duration_s") is not None:
-        return float(record["duration_s"]) * 1000.0
-    return None
+    # the names the stream agents' `Recent` used
+    on_event = event
+    on_operation = operation
+    on_alert = alert

@@ -221,19 +221,19 @@ def merge_loss(parts: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[str, di
 
 def sort_alerts(alerts: Iterable[Mapping[str, Any]], q: AlertQuery) -> list[dict[str, Any]]:
     """Newest first, filtered by type, at most `limit`; one copy of an alert seen by two workers."""
-    seen: dict[tuple, dict] = {}
+    seen: dict[Any, dict] = {}
     for alert in alerts:
-        if q.type is not None and alert.get("type") != q.type:
+        if q.type is not None and alert.get("kind") != q.type:
             continue
-        key = (alert.get("type"), alert.get("uuid"), alert.get("operation"), alert.get("started_at"), alert.get("at"))
+        key = alert.get("alert_id") or (alert.get("kind"), alert.get("resource_uuid"), alert.get("operation"), alert.get("raised_at"))
         seen.setdefault(key, dict(alert))
-    ordered = sorted(seen.values(), key=lambda a: str(a.get("at") or ""), reverse=True)
+    ordered = sorted(seen.values(), key=lambda a: str(a.get("raised_at") or ""), reverse=True)
     return ordered[: q.limit]
 
 
 def sort_open_operations(operations: Iterable[Mapping[str, Any]], limit: int) -> list[dict[str, Any]]:
     """Oldest first: the operation open the longest is the one an operator looks at."""
-    ordered = sorted((dict(o) for o in operations), key=lambda o: str(o.get("started_at") or ""))
+    ordered = sorted((dict(o) for o in operations), key=lambda o: (str(o.get("started_at") or ""), str(o.get("resource_uuid"))))
     return ordered[:limit]
 
 

@@ -158,7 +158,8 @@ class WebViews:
         self.source = source
         self.observations = observations
         self.peers = _Peers(app)
-        self.collector = PipelineCollector(observations, self.open_operation_counts, self.lag)
+        self.extra_counters: Callable[[], Iterable[tuple[str, str, float]]] = lambda: ()
+        self.collector = PipelineCollector(observations, self.open_operation_counts, self.lag, lambda: self.extra_counters())
         self.registry = new_registry(app, self.collector)
         self.dashboard = (STATIC / "dashboard.html").read_bytes()
 

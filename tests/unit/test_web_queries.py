@@ -96,10 +96,11 @@ def test_loss_rate_per_publisher() -> None:
 
 def test_alerts_newest_first_deduplicated() -> None:
     alerts = [
-        {"type": "missing_end", "uuid": "a", "operation": "x", "at": "2026-01-01T00:00:01Z"},
-        {"type": "orphan_end", "uuid": "b", "operation": "x", "at": "2026-01-01T00:00:03Z"},
-        {"type": "missing_end", "uuid": "a", "operation": "x", "at": "2026-01-01T00:00:01Z"},
-        {"type": "missing_end", "uuid": "c", "operation": "x", "at": "2026-01-01T00:00:02Z"},
+        {"alert_id": "1", "kind": "missing_end", "resource_uuid": "a", "raised_at": "2026-01-01T00:00:01Z"},
+        {"alert_id": "2", "kind": "orphan_end", "resource_uuid": "b", "raised_at": "2026-01-01T00:00:03Z"},
+        {"alert_id": "1", "kind": "missing_end", "resource_uuid": "a", "raised_at": "2026-01-01T00:00:01Z"},
+        {"alert_id": "3", "kind": "missing_end", "resource_uuid": "c", "raised_at": "2026-01-01T00:00:02Z"},
     ]
     got = queries.sort_alerts(alerts, queries.AlertQuery(type="missing_end", limit=10))
-    assert [a["uuid"] for a in got] == ["c", "a"]
+    assert [a["resource_uuid"] for a in got] == ["c", "a"]
+    assert len(queries.sort_alerts(alerts, queries.AlertQuery(limit=2))) == 2
