@@ -1,0 +1,228 @@
+"""The agent: one stream over every relay topic, concurrency 1, the pure state machine inside.
+
+Per relay record: decode (codec) -> watermark -> dedup + operations + node state (operations.on_event)
+-> write the resource record -> publish outputs -> loss counts -> the watchdog's due checks for this
+partition (operations.on_expiry), written in the same stream context.
+
+Outputs are enqueued before the changelog write of the same event, on the partition number of the
+event (the output topics have the relay topics' partition count), with a header ``id`` holding the
+output's deterministic id. After a (re)assignment, before the first event of partition p, the tail
+of each output topic's partition p is re-read (`replay_guard_s` before its newest record) and the
+ids found there are not published again: a worker killed after publishing but before its table write
+reached Kafka replays those events without duplicating what it already sent.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+import orjson
+
+from .. import codec
+from . import operations, state as state_view
+from .models import Counter, Output, micros
+from .watchdog import Watchdog
+
+__all__ = ["Processor", "install"]
+
+log = logging.getLogger("pipeline.worker")
+
+Sink = Callable[[str, bytes, Output, int], None]
+
+
+class Processor:
+    """The agent's body, free of faust streams: tests drive it with plain mappings."""
+
+    def __init__(self, rt: Any, resources: MutableMapping[bytes, bytes],
+                 loss: MutableMapping[bytes, bytes], sink: Sink | None = None) -> None:
+        self.rt = rt
+        self.settings = rt.settings
+        self.machine = rt.settings.machine
+        self.resources = resources
+        self.loss = loss
+        self.metrics = rt.metrics
+        self.recent = rt.recent
+        self.watchdog = Watchdog(int(rt.settings.lateness_s * 1_000_000))
+        self.sink: Sink = sink or self._send
+        self.value_format = rt.settings.value_format
+        self.stale = True  # the watchdog must be rebuilt from the table before the next event
+        self.guarded: dict[int, set[str]] = {}  # partition -> output ids already in Kafka
+        self.guard_pending: set[int] = set()  # partitions whose output tails are still to be read
+
+    # --- faust-facing ---------------------------------------------------------------------------
+
+    def _send(self, kind: str, key: bytes, out: Output, partition: int) -> None:
+        value = codec.encode_value(kind, out.record, self.value_format)
+        self.rt.outputs[kind].send_soon(key=key, value=value, partition=partition,
+                                        headers=[("id", out.id.encode())])
+
+    def on_assigned(self, partitions: Iterable[int]) -> None:
+        self.stale = True
+        self.guard_pending.update(partitions)
+
+    def rebuild(self) -> None:
+        """The watchdog's heaps and watermarks, from the table (after recovery)."""
+        self.watchdog.clear()
+        for key, raw in self.resources.items():
+            st = orjson.loads(raw)
+            p = st.get("p", 0)
+            if st.get("w"):
+                self.watchdog.restore(p, st["w"])
+            self.watchdog.schedule(p, key, operations.pending(st, self.machine))
+        self.stale = False
+        self.rt.ready = True
+
+    # --- per record -----------------------------------------------------------------------------
+
+    def handle(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        m = self.metrics
+        m.events += 1
+        if self.stale:
+            self.rebuild()
+        try:
+            event = codec.decode_event(value)
+            ts = micros(event["timestamp"])
+        except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
+            self._deadletter(topic, partition, key, value, exc)
+            return
+        wd = self.watchdog
+        wd.observe(partition, ts)
+        if key:
+            raw = self.resources.get(key)
+            res = operations.on_event(orjson.loads(raw) if raw is not None else None, event, ts,
+                                      self.machine, partition, owned=True)
+            if res.verdict == "new":
+                m.processed += 1
+                self.recent.event(event["event_type"])
+                self._commit(partition, key, res)
+            elif res.verdict == "duplicate":
+                m.duplicates += 1
+            else:
+                m.beyond_horizon += 1
+        else:
+            m.unkeyed += 1
+        mark = wd.watermark(partition)
+        m.watermarks[partition] = mark
+        for due_key, expiry in wd.due(partition):
+            raw = self.resources.get(due_key)
+            if raw is None:
+                continue
+            res = operations.on_expiry(orjson.loads(raw), due_key.decode(), expiry, mark, self.machine, owned=True)
+            if res.changed:
+                self._commit(partition, due_key, res)
+        if self.settings.stop_after and m.events >= self.settings.stop_after:
+            self._stop_worker()
+
+    def _commit(self, partition: int, key: bytes, res: operations.Result) -> None:
+        # outputs first: they are enqueued before the changelog record of the same change
+        guard = self.guarded.get(partition)
+        for out in res.outputs:
+            if guard is not None and out.id in guard:
+                self.metrics.replay_suppressed += 1
+                continue
+            self.sink(out.kind, out.key.encode(), out, partition)
+            self.metrics.outputs[out.kind] += 1
+            if out.kind == "operation":
+                self.recent.on_operation(out.record)
+            elif out.kind == "alert":
+                self.metrics.alerts[out.record["kind"]] += 1
+                self.recent.on_alert(out.record)
+        res.state["w"] = self.watchdog.watermark(partition)
+        self.resources[key] = orjson.dumps(res.state)
+        if res.counters:
+            self._count(partition, res.counters)
+        if res.expiries:
+            self.watchdog.schedule(partition, key, res.expiries)
+
+    def _count(self, partition: int, counters: list[Counter]) -> None:
+        rows: dict[bytes, list[Counter]] = {}
+        for c in counters:
+            rows.setdefault(state_view.loss_key(partition, c.publisher, c.operation), []).append(c)
+        for row_key, cs in rows.items():
+            raw = self.loss.get(row_key)
+            counts = orjson.loads(raw) if raw is not None else {}
+            for c in cs:
+                counts[c.what] = counts.get(c.what, 0) + 1
+            self.loss[row_key] = orjson.dumps(counts)
+
+    def _deadletter(self, topic: str, partition: int, key: bytes | None, value: bytes, exc: Exception) -> None:
+        self.metrics.undecodable += 1
+        self.recent.deadletter()
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        self.rt.deadletter.send_soon(key=key, value=value, headers=[
+            ("reason", reason.encode()), ("source", f"{topic}:{partition}".encode())])
+
+    def _stop_worker(self) -> None:
+        if not getattr(self, "_stopping", False):
+            self._stopping = True
+            log.warning("read %d relay records (--stop-after): stopping", self.metrics.events)
+            os.kill(os.getpid(), signal.SIGTERM)  # the same clean shutdown as a user's SIGTERM
+
+    # --- the replay guard -----------------------------------------------------------------------
+
+    async def load_guard(self, partition: int) -> None:
+        """Read the tail of each output topic's `partition`: ids a predecessor already published."""
+        self.guard_pending.discard(partition)
+        window_ms = int(self.settings.replay_guard_s * 1000)
+        if window_ms <= 0:
+            return
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(**self.settings.client_kwargs(), enable_auto_commit=False,
+                                    auto_offset_reset="earliest")
+        ids: set[str] = set()
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t, partition) for t in self.rt.topic_names.outputs]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                end = ends.get(tp, 0)
+                if not end:
+                    continue
+                consumer.seek(tp, end - 1)
+                last = await consumer.getone(tp)
+                found = await consumer.offsets_for_times({tp: max(0, last.timestamp - window_ms)})
+                start = found[tp].offset if found.get(tp) else end - 1
+                consumer.seek(tp, start)
+                while await consumer.position(tp) < end:
+                    batch = await consumer.getmany(tp, timeout_ms=1000)
+                    for rec in batch.get(tp, ()):
+                        for name, value in rec.headers or ():
+                            if name == "id":
+                                ids.add(value.decode())
+                    if not batch:
+                        break
+        finally:
+            await consumer.stop()
+        if ids:
+            self.guarded[partition] = ids
+            log.info("partition %d: %d outputs already published will not be sent again", partition, len(ids))
+
+
+def install(rt: Any) -> None:
+    """Register the agent and the assignment hook on `rt.app`."""
+    app = rt.app
+    processor = Processor(rt, rt.resources, rt.loss)
+    rt.processor = processor
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        processor.on_assigned({tp.partition for tp in assigned if tp.topic in rt.topic_names.sources})
+
+    @app.agent(rt.source, name="pipeline-agent", concurrency=1)
+    async def process(stream: Any) -> Any:
+        async for event in stream.events():
+            msg = event.message
+            if processor.guard_pending and msg.partition in processor.guard_pending:
+                try:
+                    await processor.load_guard(msg.partition)
+                except Exception as exc:  # noqa: BLE001 - the guard only saves duplicates
+                    log.warning("partition %d: output tail not read (%s); a replay may publish copies",
+                                msg.partition, exc)
+            processor.handle(msg.topic, msg.partition, msg.key, msg.value)
+
+    rt.agent = process

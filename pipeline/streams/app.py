@@ -1,0 +1,201 @@
+"""The faust app, its tables and output topics: the shell around the pure state machine.
+
+Tables (both keyed and partitioned exactly like the relay topics; values are orjson documents that
+`state` decodes):
+
+* ``resources`` — key: resource UUID as the raw UTF-8 bytes the bridge writes (so ``table_route``
+  hashes like the topic); value: the resource's state record (dedup memory, open operations,
+  terminal events waiting for their start, and for nodes the node state). See `operations`.
+* ``loss`` — key: ``b"<partition>|<publisher>|<operation>"`` (one row per source partition, so
+  each changelog partition is complete on its own); value: counts ``started, ended, errors,
+  missing, late, orphaned, superseded``. Sum the rows over partitions for a publisher's totals.
+
+Process-local, not durable (rebuilt from traffic after a restart): `Recent` (last alerts, recent
+durations per operation) and `Metrics` (counters for /metrics).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from .models import Settings
+from .topics import Topics
+
+__all__ = ["Metrics", "Recent", "Runtime", "WorkerSettings", "create_app"]
+
+log = logging.getLogger("pipeline.worker")
+
+COUNTS = ("started", "ended", "errors", "missing", "late", "orphaned", "superseded")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    machine: Settings = field(default_factory=Settings)
+    app_id: str = "pipeline-worker"
+    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    kafka: Mapping[str, Any] = field(default_factory=dict)  # config.kafka_client_kwargs: TLS/SASL
+    topic_prefix: str = "notifications."
+    output_prefix: str = "pipeline."
+    partitions: int = 6
+    replication: int = 1
+    value_format: str = "avro"
+    store: str = "memory://"
+    data_dir: str = "/tmp/pipeline-worker"
+    web_enabled: bool = True
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    web_bind: str = "127.0.0.1"
+    lateness_s: float = 60.0  # the watermark trails the newest event time by this much
+    replay_guard_s: float = 30.0  # how far back (before its newest record) an output partition is re-read on assignment
+    rocksdb_cache_mb: int = 64  # block cache per partition database
+    rocksdb_write_buffer_mb: int = 16
+    stop_after: int = 0  # exit once this many relay records were read (benchmarks); 0 = never
+    loglevel: str = "warning"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """aiokafka client arguments (admin, the replay guard's consumer)."""
+        return {**self.kafka, "bootstrap_servers": list(self.bootstrap_servers)}
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.named(self.topic_prefix, self.output_prefix)
+
+
+@dataclass(slots=True)
+class Metrics:
+    events: int = 0  # relay records read
+    processed: int = 0  # new events folded into state
+    duplicates: int = 0
+    beyond_horizon: int = 0  # older than the dedup memory: counted, not processed
+    undecodable: int = 0  # sent to the dead-letter topic
+    unkeyed: int = 0  # no resource UUID: nothing to pair or track
+    replay_suppressed: int = 0  # outputs a killed predecessor had already published
+    outputs: collections.Counter = field(default_factory=collections.Counter)  # kind -> count
+    alerts: collections.Counter = field(default_factory=collections.Counter)  # alert kind -> count
+    watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark (µs)
+
+
+class Recent:
+    """The last alerts and durations seen by this process, for the web views."""
+
+    def __init__(self, alerts: int = 1000, durations: int = 4096) -> None:
+        self.alerts: collections.deque[dict] = collections.deque(maxlen=alerts)
+        self._durations_len = durations
+        self.durations: dict[str, collections.deque[int]] = {}  # operation -> duration_ms
+        self.totals: dict[str, list[int]] = {}  # operation -> [count, errors]
+        self.events_by_type: dict[str, int] = {}
+        self.deadletters = 0
+
+    def on_operation(self, rec: dict) -> None:
+        op = rec["operation"]
+        total = self.totals.setdefault(op, [0, 0])
+        total[0] += 1
+        if rec["outcome"] == "error":
+            total[1] += 1
+        if rec["duration_ms"] is not None:
+            dq = self.durations.get(op)
+            if dq is None:
+                dq = self.durations[op] = collections.deque(maxlen=self._durations_len)
+            dq.append(rec["duration_ms"])
+
+    def on_alert(self, rec: dict) -> None:
+        self.alerts.append(rec)
+
+    def event(self, event_type: str) -> None:
+        self.events_by_type[event_type] = self.events_by_type.get(event_type, 0) + 1
+
+    def deadletter(self) -> None:
+        self.deadletters += 1
+
+
+class Runtime:
+    """Everything the agent and the web views share; one per worker process."""
+
+    def __init__(self, settings: WorkerSettings, app: faust.App, partitions: int) -> None:
+        self.settings = settings
+        self.app = app
+        self.partitions = partitions
+        self.topic_names = settings.topics
+        options = None
+        if settings.store.startswith("rocksdb"):
+            options = {
+                "block_cache_size": settings.rocksdb_cache_mb * 1024 * 1024,
+                "write_buffer_size": settings.rocksdb_write_buffer_mb * 1024 * 1024,
+                "max_write_buffer_number": 2,
+            }
+        self.resources = app.Table(
+            "resources", key_type=bytes, value_type=bytes, partitions=partitions, options=options,
+            help="resource UUID -> dedup memory, open operations, node state",
+        )
+        self.loss = app.Table(
+            "loss", key_type=bytes, value_type=bytes, partitions=partitions, options=options,
+            help="partition|publisher|operation -> operation counts",
+        )
+        self.source = app.topic(
+            *self.topic_names.sources, key_type=bytes, value_type=bytes,
+            key_serializer="raw", value_serializer="raw", partitions=partitions,
+        )
+        self.outputs: Mapping[str, faust.TopicT] = {
+            kind: app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                            value_serializer="raw", partitions=partitions)
+            for kind, name in (("operation", self.topic_names.operations),
+                               ("node_state", self.topic_names.node_state),
+                               ("alert", self.topic_names.alerts))
+        }
+        self.deadletter = app.topic(self.topic_names.deadletter, key_type=bytes, value_type=bytes,
+                                    key_serializer="raw", value_serializer="raw")
+        self.metrics = Metrics()
+        self.recent = Recent()
+        self.ready = False  # tables recovered and the watchdog rebuilt at least once
+        self.processor: Any = None  # agents.Processor, set by agents.install
+
+
+def _credentials(kafka: Mapping[str, Any]) -> Any:
+    protocol = kafka.get("security_protocol", "PLAINTEXT")
+    if protocol == "SSL":
+        return faust.SSLCredentials(kafka["ssl_context"])
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=kafka["sasl_plain_username"], password=kafka["sasl_plain_password"],
+            mechanism=kafka["sasl_mechanism"], ssl_context=kafka.get("ssl_context"),
+        )
+    return None
+
+
+def create_app(settings: WorkerSettings, partitions: int) -> Runtime:
+    """A faust app with the worker's tables, topics and agent; `partitions` as `topics.ensure` found."""
+    data_dir = Path(settings.data_dir)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
+        broker_credentials=_credentials(settings.kafka),
+        store=settings.store,
+        datadir=str(data_dir),
+        topic_partitions=partitions,
+        topic_replication_factor=settings.replication,
+        topic_allow_declare=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=16384,
+        broker_commit_every=10000,
+        producer_linger=0.005,
+        producer_max_batch_size=262144,
+        web_enabled=settings.web_enabled,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        web_tables_enabled=False,  # /table would dump raw state; the web views are the interface
+        autodiscover=False,
+    )
+    rt = Runtime(settings, app, partitions)
+    from . import agents
+
+    agents.install(rt)
+    return rt

@@ -1,0 +1,111 @@
+"""Node state: a pure reducer over node events, newest event time wins per field group.
+
+Every Ironic node payload (power_set, power_state_corrected, provision_set, maintenance_set,
+console_*, node CRUD) is a snapshot of the node, so each event updates every group whose fields it
+carries, unless that group has already seen a newer event. A group's change time and the event that
+made it (`c`) move only when one of its values really changes; that is also when the full state is
+published to the compacted ``pipeline.node-state``.
+
+Stored shape (JSON in the resource record, key ``node``):
+``{"f": {field: value}, "s": {group: newest event time seen}, "c": {group: [time, message_id,
+event_type]}, "u": newest event time, "x": stuck-alerted provision change time or 0}``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .models import to_datetime
+
+__all__ = ["GROUPS", "TRANSITIONAL", "apply", "in_transition_since", "record"]
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "power": ("power_state", "target_power_state"),
+    "provision": ("provision_state", "target_provision_state", "previous_provision_state"),
+    "maintenance": ("maintenance", "maintenance_reason"),
+    "last_error": ("last_error",),
+    "console": ("console_enabled",),
+    "deleted": ("deleted",),
+}
+FIELDS: tuple[str, ...] = tuple(f for fields in GROUPS.values() for f in fields)
+
+# Ironic provision states a node passes through on its own; one that stays too long is stuck
+# (ironic/common/states.py: the *ING and *WAIT states, and the holds waiting for an operator).
+TRANSITIONAL = frozenset({
+    "deploying", "wait call-back", "deploy hold",
+    "cleaning", "clean wait", "clean hold",
+    "inspecting", "inspect wait",
+    "deleting", "rescuing", "rescue wait", "unrescuing",
+    "adopting", "verifying",
+    "servicing", "service wait", "service hold",
+})
+
+
+def _snapshot(event: dict) -> dict[str, Any] | None:
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return None
+    data = payload.get("ironic_object.data")
+    if not isinstance(data, dict):
+        return None
+    if event.get("action") in ("delete", "create"):
+        # the API's delete.end is the last word on a node; create.end brings it (back) to life
+        if event.get("phase") == "end":
+            data = {**data, "deleted": event["action"] == "delete"}
+    return data
+
+
+def new_node() -> dict:
+    return {"f": {f: None for f in FIELDS}, "s": {}, "c": {}, "u": 0, "x": 0}
+
+
+def apply(node: dict | None, event: dict, ts: int) -> tuple[dict | None, bool]:
+    """Fold one event of family baremetal.node into the node; returns (node, changed)."""
+    data = _snapshot(event)
+    if data is None:
+        return node, False
+    if node is None:
+        node = new_node()
+    values, seen, changes = node["f"], node["s"], node["c"]
+    changed = False
+    for group, fields in GROUPS.items():
+        if fields[0] not in data or ts < seen.get(group, 0):
+            continue
+        seen[group] = ts
+        new = {f: data.get(f, values.get(f)) for f in fields}
+        if group == "provision" and "previous_provision_state" not in data \
+                and new["provision_state"] != values.get("provision_state"):
+            new["previous_provision_state"] = values.get("provision_state")
+        if group == "maintenance":
+            new["maintenance"] = bool(new["maintenance"])
+        if any(values.get(f) != v for f, v in new.items()):
+            values.update(new)
+            changes[group] = [ts, event["message_id"], event["event_type"]]
+            changed = True
+    if ts > node["u"]:
+        node["u"] = ts
+    return node, changed
+
+
+def in_transition_since(node: dict | None) -> int | None:
+    """The time the node entered its current provision state, if that state is transitional."""
+    if node is None or node["f"].get("provision_state") not in TRANSITIONAL:
+        return None
+    change = node["c"].get("provision")
+    return change[0] if change else None
+
+
+def record(node_uuid: str, node: dict) -> dict:
+    """The ``pipeline.node-state`` record (avro/node_state.avsc)."""
+    values, changes = node["f"], node["c"]
+    rec: dict[str, Any] = {"node_uuid": node_uuid}
+    for f in FIELDS:
+        rec[f] = values.get(f)
+    rec["maintenance"] = bool(rec["maintenance"]) if rec["maintenance"] is not None else None
+    rec["deleted"] = bool(rec["deleted"])
+    rec["updated_at"] = to_datetime(node["u"] or None)
+    for group in GROUPS:
+        change = changes.get(group)
+        rec[f"{group}_changed_at"] = to_datetime(change[0]) if change else None
+        rec[f"{group}_changed_by"] = change[1] if change else None
+        rec[f"{group}_changed_event"] = change[2] if change else None
+    return rec

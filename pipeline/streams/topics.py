@@ -1,0 +1,99 @@
+"""Topic names, and creating the ones the worker reads or writes before faust starts.
+
+faust does not create an agent's source topics ("Ignoring missing topic"), and a table's changelog
+must have as many partitions as its sources; the outputs are sent to the partition number of the
+event that caused them (so a replay can find what a killed worker already published), so they need
+that count too. All of them are created here with one partition count: the one the existing relay
+topics already have, else ``--topic-partitions``.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import catalog, events
+from ..config import ConfigError
+
+__all__ = ["Topics", "ensure", "source_families"]
+
+
+def source_families() -> tuple[str, ...]:
+    """Families whose events open or close an operation: every catalog row with one."""
+    families = {row.family for row in catalog.ROWS if row.operation or
+                any(s in ("start", "end", "error") for s in row.statuses)}
+    return tuple(sorted(families))
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    sources: tuple[str, ...]
+    operations: str
+    node_state: str
+    alerts: str
+    deadletter: str
+
+    @classmethod
+    def named(cls, topic_prefix: str, output_prefix: str) -> "Topics":
+        return cls(
+            sources=tuple(events.topic_for(f, topic_prefix) for f in source_families()),
+            operations=f"{output_prefix}operations",
+            node_state=f"{output_prefix}node-state",
+            alerts=f"{output_prefix}alerts",
+            deadletter=f"{topic_prefix}deadletter",
+        )
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.operations, self.node_state, self.alerts)
+
+
+async def _ensure(client: Mapping[str, Any], topics: Topics, partitions: int, replication: int,
+                  timeout_s: float) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    bootstrap = client["bootstrap_servers"]
+    admin = AIOKafkaAdminClient(**client, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except Exception as exc:  # noqa: BLE001 - any connect failure is one line for the user
+        await admin.close()
+        raise ConfigError(f"cannot reach Kafka at {','.join(bootstrap)}: {exc or type(exc).__name__}") from None
+    try:
+        wanted = list(topics.sources) + list(topics.outputs) + [topics.deadletter]
+        # describe only what exists: a metadata request naming a missing topic makes a broker with
+        # auto.create.topics.enable create it, with its default partition count
+        present = set(await admin.list_topics())
+        described = await admin.describe_topics([t for t in wanted if t in present]) if present & set(wanted) else []
+        existing = {d["topic"]: len(d["partitions"]) for d in described
+                    if d.get("error_code", 0) == 0 and d.get("partitions")}
+        counts = {existing[t] for t in topics.sources + topics.outputs if t in existing}
+        if len(counts) > 1:
+            detail = ", ".join(f"{t}={existing[t]}" for t in topics.sources + topics.outputs if t in existing)
+            raise ConfigError(f"relay and output topics must have one partition count, found {detail}")
+        if counts:
+            partitions = counts.pop()
+        new = []
+        for name in wanted:
+            if name in existing:
+                continue
+            config = {"cleanup.policy": "compact"} if name == topics.node_state else {}
+            count = partitions if name != topics.deadletter else max(1, partitions)
+            new.append(NewTopic(name, count, replication, topic_configs=config))
+        if new:
+            try:
+                await admin.create_topics(new)
+            except Exception as exc:  # noqa: BLE001 - a concurrent creator wins the race; re-check
+                if "TopicAlreadyExists" not in type(exc).__name__ and "already exists" not in str(exc):
+                    raise ConfigError(f"cannot create topics: {exc}") from None
+        return partitions
+    finally:
+        await admin.close()
+
+
+def ensure(client: Mapping[str, Any], topics: Topics, partitions: int, replication: int = 1,
+           timeout_s: float = 30.0) -> int:
+    """Create missing topics (`client`: aiokafka client arguments, bootstrap_servers included);
+    returns the partition count every source and output topic has."""
+    return asyncio.run(_ensure(client, topics, partitions, replication, timeout_s))

@@ -1,0 +1,69 @@
+"""Event-time deadlines: a watermark and a heap of due checks per partition (no faust, no clock).
+
+The watermark of a partition is the newest event time seen on it minus the allowed lateness: a
+check due at T fires only when an event later than T + lateness has been read from the same
+partition, i.e. when the data proves the awaited event had its chance to arrive. A backlog replayed
+in seconds therefore raises nothing its own events answer, and a restart cannot raise a false alert:
+time only moves with the events read.
+
+Tables cannot be written from timers (faust needs the current event to pick the changelog
+partition), so the checks run inline: the agent, after each event of partition p, pops the checks of
+p whose due time is below p's watermark and applies them to their resource's state in the same
+stream context (the resource is keyed to p, so the write goes to the right changelog partition).
+
+The heaps live in memory; after a (re)assignment the agent rebuilds them from the table
+(`operations.pending`), and each state record carries the watermark of its partition when written
+(``w``), so the watermark is restored as well. Stale entries are harmless: every check is
+re-validated against the current state (`operations.on_expiry`).
+"""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator
+
+from .models import Expiry
+
+__all__ = ["Watchdog"]
+
+
+class Watchdog:
+    def __init__(self, lateness_us: int) -> None:
+        self.lateness_us = lateness_us
+        self.newest: dict[int, int] = {}  # partition -> newest event time read
+        self._heaps: dict[int, list[tuple[int, int, bytes, Expiry]]] = {}
+        self._seq = 0
+
+    def watermark(self, partition: int) -> int:
+        newest = self.newest.get(partition)
+        return 0 if newest is None else newest - self.lateness_us
+
+    def observe(self, partition: int, ts: int) -> None:
+        if ts > self.newest.get(partition, 0):
+            self.newest[partition] = ts
+
+    def restore(self, partition: int, watermark: int) -> None:
+        """Raise the partition's watermark to one recorded in the table."""
+        self.observe(partition, watermark + self.lateness_us)
+
+    def schedule(self, partition: int, key: bytes, expiries: Iterable[Expiry]) -> None:
+        heap = self._heaps.setdefault(partition, [])
+        for expiry in expiries:
+            self._seq += 1
+            heapq.heappush(heap, (expiry.due, self._seq, key, expiry))
+
+    def due(self, partition: int) -> Iterator[tuple[bytes, Expiry]]:
+        """Pop every check of `partition` due before its watermark, earliest first."""
+        heap = self._heaps.get(partition)
+        if not heap:
+            return
+        mark = self.watermark(partition)
+        while heap and heap[0][0] < mark:
+            _, _, key, expiry = heapq.heappop(heap)
+            yield key, expiry
+
+    def pending_count(self) -> int:
+        return sum(len(h) for h in self._heaps.values())
+
+    def clear(self) -> None:
+        self.newest.clear()
+        self._heaps.clear()
