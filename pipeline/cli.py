@@ -41,10 +41,9 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command)
     args = argparse.Namespace(command=command)
     try:
-        args = parser.parse_args(argv)
+        args = build_parser(command).parse_args(argv)
         return int(importlib.import_module(args._module).run(args) or 0)
     except ConfigError as exc:
         print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
