@@ -185,7 +185,7 @@ def test_every_container_has_requests_and_limits(rendered: Rendered) -> None:
         where = f"{rendered.overlay} {ident(workload)} container {container['name']}"
         resources = container.get("resources", {})
         for bound in ("requests", "limits"):
-            assert {"cpu", "memory"} <= set(resources.get(bound, {})), f"{where}: {bound} cpu and memory"
+            assert {"cpu", "memory", "ephemeral-storage"} <= set(resources.get(bound, {})), f"{where}: {bound}"
         # equal memory request and limit: the scheduler reserves what the pod may use, OOMs are predictable
         assert resources["requests"]["memory"] == resources["limits"]["memory"], where
         # faust heartbeats from the same event loop: throttling below one core risks rebalances
