@@ -4,4 +4,18 @@ Prometheus metrics and the dashboard. `register(app, source, observations)` moun
 from pipeline.web.observe import Observations
 from pipeline.web.views import WebSource, WebViews, register
 
-__all__ = ["Observations", "WebSource", "WebViews", "register"]
+
+def install(rt, args=None):  # type: ignore[no-untyped-def]
+    """Called by `pipeline worker` once its app is built (see pipeline.web.source.install)."""
+    from pipeline.web.source import install as _install
+
+    return _install(rt, args)
+
+
+def add_web_args(parser):  # type: ignore[no-untyped-def]
+    from pipeline.web.source import add_web_args as _add
+
+    _add(parser)
+
+
+__all__ = ["Observations", "WebSource", "WebViews", "add_web_args", "install", "register"]

@@ -18,31 +18,44 @@ from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 
-from pipeline.config import env
+from pipeline.config import ConfigError, env
 from pipeline.web.observe import Observations
 from pipeline.web.views import WebSource, WebViews, register
 
 
+def _seconds(name: str, default: float) -> float:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive number of seconds")
+    return value
+
+
 def add_web_args(parser: argparse.ArgumentParser) -> None:
-    """The web views' own settings (the worker's --web-host/--web-port are the worker's)."""
+    """The web views' own settings (--web-host/--web-port/--web-bind are the worker's)."""
     group = parser.add_argument_group("web views")
     group.add_argument(
         "--stats-window",
         type=float,
-        default=float(env("STATS_WINDOW_S", "900")),
+        default=_seconds("STATS_WINDOW_S", 900.0),
         help="seconds of event time /api/operations/stats covers (env STATS_WINDOW_S; default %(default)s)",
     )
     group.add_argument(
         "--stats-slice",
         type=float,
-        default=float(env("STATS_SLICE_S", "60")),
+        default=_seconds("STATS_SLICE_S", 60.0),
         help="granularity of that window in seconds (env STATS_SLICE_S; default %(default)s)",
     )
     group.add_argument(
         "--web-scan-cache",
         type=float,
-        default=float(env("WEB_SCAN_CACHE_S", "2")),
-        help="seconds a scan of the node table serves fleet views before the next one (env WEB_SCAN_CACHE_S; default %(default)s)",
+        default=_seconds("WEB_SCAN_CACHE_S", 2.0),
+        help="seconds one scan of the node table serves fleet views (env WEB_SCAN_CACHE_S; default %(default)s)",
     )
 
 
@@ -135,9 +148,9 @@ def source_from_runtime(rt: Any, scan_cache_s: float = 2.0) -> WebSource:
 def install(rt: Any, args: argparse.Namespace | None = None) -> WebViews:
     """What `pipeline worker` calls once its app is built: the agents report to our Observations
     (they call `rt.recent.on_operation/on_alert/on_event`), and the views are mounted."""
-    window_s = getattr(args, "stats_window", 900.0)
-    slice_s = getattr(args, "stats_slice", 60.0)
-    scan_cache_s = getattr(args, "web_scan_cache", 2.0)
+    window_s = getattr(args, "stats_window", None) or _seconds("STATS_WINDOW_S", 900.0)
+    slice_s = getattr(args, "stats_slice", None) or _seconds("STATS_SLICE_S", 60.0)
+    scan_cache_s = getattr(args, "web_scan_cache", None) or _seconds("WEB_SCAN_CACHE_S", 2.0)
     observations = Observations(window_s=window_s, slice_s=min(slice_s, window_s))
     rt.recent = observations
     processor = getattr(rt, "processor", None)
