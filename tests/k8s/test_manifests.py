@@ -4,6 +4,7 @@ images, disruption budgets, network policies, topics and least-privilege Kafka u
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import kubernetes_validate
 import pytest
 
 import pipeline
-from pipeline import catalog, events
+from pipeline import catalog
+from pipeline.bridge.relay import catalog_topics
+from pipeline.streams.topics import Topics
 
 from conftest import (
     KUBERNETES_VERSIONS,
@@ -41,22 +44,22 @@ DESIGN_FAMILIES = {
     "image.member",
     "task",
 }
-DERIVED = ("pipeline.operations", "pipeline.node-state", "pipeline.alerts")
-COMPACTED = {"pipeline.node-state"}
 WORKER_APP_ID = "pipeline-worker"  # faust app id: consumer group and internal topic prefix
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 SECRET_WORDS = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|_KEY$|APIKEY", re.I)
 
 
-def relay_topics(settings: dict[str, str]) -> set[str]:
-    """The topics the bridge relays to: one per family of the event catalog, named as the code names them."""
+def bridge_topics(settings: dict[str, str]) -> set[str]:
+    """What the bridge writes, as the bridge names it: every catalog family's relay topic and the
+    dead-letter topic."""
     families = {row.family for row in catalog.ROWS}
     assert DESIGN_FAMILIES <= families, DESIGN_FAMILIES - families
-    return {events.topic_for(family, settings["TOPIC_PREFIX"]) for family in families}
+    return set(catalog_topics(settings["TOPIC_PREFIX"]))
 
 
-def dead_letter_topic(settings: dict[str, str]) -> str:
-    return settings["TOPIC_PREFIX"] + "deadletter"
+def worker_topics(settings: dict[str, str]) -> Topics:
+    """What the worker reads and writes, as the worker names it."""
+    return Topics.named(settings["TOPIC_PREFIX"], settings["OUTPUT_TOPIC_PREFIX"])
 
 
 def pod_spec(workload: Obj) -> Obj:
@@ -361,8 +364,10 @@ def topic_name(topic: Obj) -> str:
 
 def test_every_topic_is_declared_with_partitions_replicas_and_config(rendered: Rendered) -> None:
     settings = rendered.settings()
+    worker = worker_topics(settings)
     topics = {topic_name(t): t for t in rendered.of_kind("KafkaTopic")}
-    assert set(topics) == relay_topics(settings) | {dead_letter_topic(settings)} | set(DERIVED)
+    assert set(topics) == bridge_topics(settings) | set(worker.sources) | set(worker.outputs) | {worker.deadletter}
+    assert worker.outputs == ("pipeline.operations", "pipeline.node-state", "pipeline.alerts")  # DESIGN.md
     for name, topic in topics.items():
         spec = topic["spec"]
         assert spec["partitions"] == int(settings["TOPIC_PARTITIONS"]), f"{name}: co-partitioned with faust's topics"
@@ -371,7 +376,7 @@ def test_every_topic_is_declared_with_partitions_replicas_and_config(rendered: R
         assert 1 <= config["min.insync.replicas"] <= spec["replicas"], name
         if spec["replicas"] > 1:
             assert config["min.insync.replicas"] < spec["replicas"], f"{name}: survive one broker down"
-        if name in COMPACTED:
+        if name == worker.node_state:
             assert config["cleanup.policy"] == "compact" and "retention.ms" not in config, name
         else:
             assert config["cleanup.policy"] == "delete" and int(config["retention.ms"]) > 0, name
@@ -416,8 +421,7 @@ def test_each_pod_authenticates_as_its_own_kafka_user(rendered: Rendered) -> Non
 
 def test_kafka_users_get_what_they_need_and_no_more(rendered: Rendered) -> None:
     settings = rendered.settings()
-    relays = relay_topics(settings)
-    dead_letter = dead_letter_topic(settings)
+    worker = worker_topics(settings)
     users = {u["metadata"]["name"]: acls(u) for u in rendered.of_kind("KafkaUser")}
     for name, rules in users.items():
         for kind, resource, pattern, operations in rules:
@@ -429,18 +433,31 @@ def test_kafka_users_get_what_they_need_and_no_more(rendered: Rendered) -> None:
                 assert resource == f"{WORKER_APP_ID}-", f"{name}: the only prefix is faust's own"
         assert len({(k, r, p) for k, r, p, _ in rules}) == len(rules), f"{name}: one rule per resource"
 
-    expected_bridge = {("topic", t, "literal", frozenset({"Describe", "Write"})) for t in relays | {dead_letter}}
+    expected_bridge = {("topic", t, "literal", frozenset({"Describe", "Write"})) for t in bridge_topics(settings)}
     assert set(users["pipeline-bridge"]) == expected_bridge
 
     expected_worker = (
-        {("topic", t, "literal", frozenset({"Describe", "Read"})) for t in relays}
-        | {("topic", t, "literal", frozenset({"Describe", "Write"})) for t in {dead_letter, *DERIVED}}
+        {("topic", t, "literal", frozenset({"Describe", "Read"})) for t in worker.sources}
+        | {("topic", worker.deadletter, "literal", frozenset({"Describe", "Write"}))}
+        # the replay guard re-reads the tail of the outputs it writes
+        | {("topic", t, "literal", frozenset({"Describe", "Read", "Write"})) for t in worker.outputs}
         | {
             ("topic", f"{WORKER_APP_ID}-", "prefix", frozenset({"Create", "Describe", "Read", "Write"})),
             ("group", WORKER_APP_ID, "literal", frozenset({"Read"})),
         }
     )
     assert set(users["pipeline-worker"]) == expected_worker
+
+
+def test_the_worker_app_id_is_the_one_the_acls_name(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group and the changelog prefix in the ACLs are the faust app id the worker runs with."""
+    from pipeline.streams.command import configure
+
+    monkeypatch.delenv("WORKER_APP_ID", raising=False)
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    default = parser.parse_args([]).app_id
+    assert rendered.settings().get("WORKER_APP_ID", default) == WORKER_APP_ID
 
 
 # --- overlays -------------------------------------------------------------------------------------
