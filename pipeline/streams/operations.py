@@ -14,7 +14,8 @@ Rules (DESIGN.md "Operations"):
 
 * start, then terminal (``end`` -> outcome success, ``error`` -> error): one operation record.
 * terminal, then start within the grace: the same record (durations are clamped at 0: in the
-  Ironic race the end's timestamp can precede the start's).
+  Ironic race the end's timestamp can precede the start's); that start does not move the node
+  state (its snapshot is of the node before the operation the end already reported).
 * a start while the same operation is open: the older of the two starts is *superseded*: it is
   published as a record with outcome ``superseded`` (no end, no duration) and counted as missing
   (unless a missing_end was already raised for it); the newer one stays open. No alert: the
@@ -223,7 +224,12 @@ def on_event(state: dict | None, event: dict, ts: int, settings: Settings, parti
     dedup.remember(state, h, ts, int(settings.dedup_window_s * SECOND), settings.dedup_max_ids)
     resource = event["resource_uuid"]
 
-    if event.get("family") == _NODE_FAMILY:
+    operation, phase = event.get("operation"), event.get("phase")
+    orphan = state["orph"].get(operation) if operation and phase == "start" else None
+    # A start that completes an end received earlier (Ironic's race) carries the node as it was
+    # before the operation: the end already told the newer truth, whatever the timestamps say.
+    race = orphan is not None and ts <= orphan["until"]
+    if event.get("family") == _NODE_FAMILY and not race:
         node, changed = nodes.apply(state.get("node"), event, ts)
         if changed:
             state["node"] = node
@@ -233,8 +239,7 @@ def on_event(state: dict | None, event: dict, ts: int, settings: Settings, parti
             if since is not None and since == ts and node["x"] != since:
                 res.expiries.append(Expiry(since + int(settings.stuck_after_s * SECOND), "stuck", "", since))
 
-    if event.get("operation"):
-        phase = event.get("phase")
+    if operation:
         if phase == "start":
             _on_start(res, resource, event, ts, settings)
         elif phase in ("end", "error"):
