@@ -53,6 +53,8 @@ def pipeline_metrics(
     alerts = CounterMetricFamily("pipeline_alerts", "Alerts raised, by type", labels=["type"])
     for alert_type, n in sorted(observations.alerts_by_type.items()):
         alerts.add_metric([alert_type], n)
+    deadletters = CounterMetricFamily("pipeline_deadletters", "Relay records sent to the dead-letter topic")
+    deadletters.add_metric([], observations.deadletters)
     open_ops = GaugeMetricFamily(
         "pipeline_open_operations", "Operations started and not ended, on this worker's partitions", labels=["operation"]
     )
@@ -68,7 +70,7 @@ def pipeline_metrics(
         family = CounterMetricFamily(name, help_text)
         family.add_metric([], value)
         extra.append(family)
-    return [events, operations, alerts, open_ops, lag, *extra]
+    return [events, operations, alerts, deadletters, open_ops, lag, *extra]
 
 
 def new_registry(app: Any | None, collector: Collector) -> CollectorRegistry:

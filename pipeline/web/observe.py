@@ -51,6 +51,7 @@ class Observations:
         self.alerts_by_type: dict[str, int] = {}
         self.durations = DurationSketch(window_s=window_s, slice_s=slice_s)
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=recent_alerts)
+        self.deadletters = 0
 
     def event(self, event_type: str) -> None:
         self.events_by_type[event_type] = self.events_by_type.get(event_type, 0) + 1
@@ -78,6 +79,9 @@ class Observations:
         kind = str(record.get("kind"))
         self.alerts_by_type[kind] = self.alerts_by_type.get(kind, 0) + 1
         self.recent_alerts.append(_jsonable(dict(record)))
+
+    def deadletter(self) -> None:
+        self.deadletters += 1
 
     # the names the stream agents' `Recent` used
     on_event = event

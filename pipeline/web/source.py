@@ -169,5 +169,4 @@ def _runtime_counters(rt: Any) -> Iterable[tuple[str, str, float]]:
         ("pipeline_relay_records", "Relay records read", m.events),
         ("pipeline_duplicates", "Events dropped as duplicates (same message_id)", m.duplicates),
         ("pipeline_beyond_horizon", "Events older than the dedup memory, counted and not processed", m.beyond_horizon),
-        ("pipeline_deadletters", "Relay records sent to the dead-letter topic", m.undecodable),
     )
