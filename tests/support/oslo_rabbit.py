@@ -43,3 +43,29 @@ class OsloPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def wait_for_queue(name: str, timeout: float = 30.0, url: str = "amqp://guest:guest@127.0.0.1:5672/") -> None:
+    """Block until the bridge has declared (and bound) its queue: messages published before that
+    are dropped by the exchange, exactly as in production before the bridge's first start."""
+    import asyncio
+    import time
+
+    import aio_pika
+
+    async def exists() -> bool:
+        connection = await aio_pika.connect(url)
+        try:
+            channel = await connection.channel()
+            await channel.declare_queue(name, passive=True)
+            return True
+        except aio_pika.exceptions.ChannelClosed:
+            return False
+        finally:
+            await connection.close()
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(exists()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"queue {name!r} was not declared within {timeout:.0f} s")
+        time.sleep(0.2)
