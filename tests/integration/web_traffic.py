@@ -33,7 +33,7 @@ PUBLISHERS = ("ironic-conductor.conductor-1", "ironic-conductor.conductor-2")
 PAYLOADS = {
     "power_set": ("NodeSetPowerStatePayload", "1.17"),
     "provision_set": ("NodeSetProvisionStatePayload", "1.18"),
-    "maintenance_set": ("NodePayload", "1.17"),
+    "power_state_corrected": ("NodeCorrectedPowerStatePayload", "1.17"),
 }
 
 
@@ -163,3 +163,47 @@ class WorkerProcess:
 
 def utc(seconds_ago: float = 0.0) -> datetime:
     return datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)
+
+
+def mixed_fleet(prefix: str, nodes: int, seed: int = 11) -> tuple[Fleet, dict[str, int]]:
+    """A fleet's last half hour: finished power operations (some failed), deploys that never ended
+    (missing ends once the deadline passes), ends without a start (orphans), nodes in maintenance.
+    Returns the fleet and how many events of each type it holds."""
+    import random
+
+    rng = random.Random(seed)
+    fleet = Fleet(prefix)
+    counts: dict[str, int] = {}
+
+    def add(body: bytes) -> None:
+        event = fleet.add(body)
+        counts[event["event_type"]] = counts.get(event["event_type"], 0) + 1
+
+    later: list[bytes] = []
+    for i in range(nodes):
+        bits = f"{rng.getrandbits(128):032x}"
+        node = f"{bits[:8]}-{bits[8:12]}-4{bits[13:16]}-8{bits[17:20]}-{bits[20:32]}"
+        publisher = PUBLISHERS[i % 2]
+        power = rng.choice(("power on", "power on", "power off"))
+        provision = rng.choice(("active", "active", "available", "manageable", "deploying", "clean wait"))
+        maintenance = rng.random() < 0.1
+        start = utc(1800 - i * 1200 / nodes)
+        fleet.nodes[node] = {"power_state": power, "provision_state": provision, "maintenance": maintenance}
+        add(node_body(node, "power_set", "start", start, power="power off" if power == "power on" else "power on",
+                      provision=provision, maintenance=maintenance, publisher=publisher, to_power=power))
+        phase = "error" if i % 20 == 7 else "end"
+        took = timedelta(seconds=rng.lognormvariate(3.0, 0.8))
+        add(node_body(node, "power_set", phase, start + took, power=power, provision=provision,
+                      maintenance=maintenance, publisher=publisher, to_power=power))
+        if i % 10 == 3:  # a deploy whose end never comes
+            add(node_body(node, "provision_set", "start", start + took + timedelta(seconds=1), power=power,
+                          provision=provision, maintenance=maintenance, publisher=publisher, event="deploy"))
+        if i % 25 == 5:  # an end whose start was lost
+            add(node_body(node, "provision_set", "end", start + took + timedelta(seconds=2), power=power,
+                          provision=provision, maintenance=maintenance, publisher=publisher, event="deploy"))
+        later.append(node_body(node, "power_state_corrected", "success", utc(30), power=power,
+                               provision=provision, maintenance=maintenance, publisher=publisher, from_power=power))
+    # the newest events move every partition's watermark past the deadlines of the lost ends
+    for body in later:
+        add(body)
+    return fleet, counts

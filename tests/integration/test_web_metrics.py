@@ -1,0 +1,56 @@
+"""/metrics of a real worker fed real traffic parses with prometheus_client's own text parser and
+holds faust's sensor metrics and ours with the figures the traffic implies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from web_traffic import WorkerProcess, free_port, get, mixed_fleet, produce
+
+pytestmark = pytest.mark.integration
+
+WORKER_FLAGS = ("--lateness", "0", "--deadline", "baremetal.node.provision_set=300", "--orphan-grace", "60")
+
+
+def test_metrics_parse_and_count_the_traffic(tmp_path: Path, unique: str) -> None:
+    prefix = f"webmet{unique}."
+    worker = WorkerProcess(tmp_path, f"webmet-{unique}", prefix, free_port(), *WORKER_FLAGS).start()
+    try:
+        worker.wait_ready()
+        fleet, counts = mixed_fleet(prefix, 200)
+        asyncio.run(produce(fleet.records))
+        deadline = time.monotonic() + 60
+        while get(worker.url + "/api/summary")[1]["events"] < len(fleet.records):
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.5)
+        time.sleep(1.0)  # the last events' alerts are raised in the same step; let a commit pass
+
+        with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = response.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+
+        for event_type, n in counts.items():
+            assert samples[("pipeline_events_total", (("event_type", event_type),))] == n
+        power = "baremetal.node.power_set"
+        assert samples[("pipeline_operations_total", (("operation", power), ("outcome", "success")))] == 190
+        assert samples[("pipeline_operations_total", (("operation", power), ("outcome", "error")))] == 10
+        assert samples[("pipeline_alerts_total", (("type", "missing_end"),))] == 20
+        assert samples[("pipeline_alerts_total", (("type", "orphan_end"),))] == 8
+        assert samples[("pipeline_open_operations", (("operation", "baremetal.node.provision_set"),))] == 20
+        lag = {labels: v for (name, labels), v in samples.items() if name == "pipeline_consumer_lag"}
+        node_topic = f"{prefix}baremetal.node"
+        assert {dict(labels)["partition"] for labels in lag if dict(labels)["topic"] == node_topic} == {str(p) for p in range(6)}
+        assert all(v == 0 for v in lag.values()), lag
+        # faust's own sensors (faust.sensors.prometheus), under the faust_ prefix
+        assert {"faust_messages_received", "faust_total_events", "faust_events_runtime_ms", "faust_topic_messages_sent", "faust_table_operations"} <= set(families)
+        assert samples[("faust_messages_received_total", ())] >= len(fleet.records)
+    finally:
+        worker.stop()
