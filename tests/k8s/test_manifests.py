@@ -17,7 +17,7 @@ from pipeline import catalog
 from pipeline.bridge.relay import catalog_topics
 from pipeline.streams.topics import Topics
 
-from conftest import (
+from k8s_render import (
     KUBERNETES_VERSIONS,
     OVERLAYS,
     STRIMZI_GROUP,

@@ -1,0 +1,151 @@
+"""Rendering and schema validation of the Kubernetes manifests, fully offline.
+
+Rendering uses a standalone kustomize (tests/k8s/tools.sh builds the pinned one into .stack/bin);
+built-in kinds are validated against the Kubernetes JSON schemas that ship inside the
+kubernetes-validate wheel, Strimzi kinds against the openAPIV3Schema of the CRDs in
+../shared/k8s-crds/ (Strimzi's own files, used in place, not copied into the repo).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+CRDS_DIR = Path(os.environ.get("K8S_CRDS_DIR", ROOT.parent / "shared" / "k8s-crds"))
+# The oldest Kubernetes the manifests claim to support, and the newest the schemas know.
+KUBERNETES_VERSIONS = ("1.30", "1.37")
+STRIMZI_GROUP = "kafka.strimzi.io"
+
+Obj = dict[str, Any]
+
+
+@functools.cache
+def kustomize_command() -> list[str]:
+    """The pinned standalone kustomize (built by tools.sh when Go is there and `make test` did not
+    build it yet), else one on PATH, else kubectl's embedded one."""
+    override = os.environ.get("KUSTOMIZE")
+    if override:
+        return [override, "build"]
+    pinned = ROOT / ".stack" / "bin" / "kustomize"
+    if not pinned.is_file() and shutil.which("go"):
+        subprocess.run(["bash", str(ROOT / "tests" / "k8s" / "tools.sh")], check=False, timeout=600)
+    if pinned.is_file():
+        return [str(pinned), "build"]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    pytest.fail("no kustomize: run tests/k8s/tools.sh (builds it from the Go module proxy into .stack/bin)")
+
+
+@functools.cache
+def render_text(overlay: str) -> str:
+    result = subprocess.run(
+        [*kustomize_command(), str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"kustomize build k8s/overlays/{overlay} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def render(overlay: str) -> list[Obj]:
+    """The overlay's objects; a fresh copy each call, so a test may not spoil another's."""
+    return [doc for doc in yaml.safe_load_all(render_text(overlay)) if doc]
+
+
+def ident(obj: Obj) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    overlay: str
+    objects: list[Obj]
+
+    def of_kind(self, kind: str) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str, name: str) -> Obj:
+        found = [o for o in self.of_kind(kind) if o["metadata"]["name"] == name]
+        assert len(found) == 1, f"{self.overlay}: expected one {kind}/{name}, found {len(found)}"
+        return found[0]
+
+    def workloads(self) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+
+    def containers(self) -> Iterator[tuple[Obj, Obj]]:
+        """(workload, container) for every container and init container."""
+        for workload in self.workloads():
+            pod = workload["spec"]["template"]["spec"]
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                yield workload, container
+
+    def settings(self) -> dict[str, str]:
+        """The data of the one ConfigMap that every container takes its settings from."""
+        (config_map,) = [c for c in self.of_kind("ConfigMap") if c["metadata"]["name"].startswith("pipeline-settings")]
+        return config_map["data"]
+
+
+# --- Strimzi custom resources against their CRDs ---------------------------------------------
+
+
+def _strict(schema: Any) -> Any:
+    """Reject unknown fields the way the API server prunes or refuses them: every object schema
+    that lists its properties gets additionalProperties: false, unless it preserves unknown fields."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items() if k != "properties"}
+        if "properties" in schema:
+            out["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
+            if not schema.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in schema:
+                out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    return schema
+
+
+@functools.cache
+def strimzi_schemas() -> dict[tuple[str, str], Any]:
+    """(apiVersion, kind) -> strict JSON schema, for every version the CRDs serve."""
+    crd_files = sorted(CRDS_DIR.glob("*.yaml"))
+    if not crd_files:
+        pytest.fail(f"no Strimzi CRDs in {CRDS_DIR} (set K8S_CRDS_DIR to the folder of kafkatopic-crd.yaml)")
+    schemas: dict[tuple[str, str], Any] = {}
+    for path in crd_files:
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                if version.get("served"):
+                    schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+                    schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = schema
+    return schemas
+
+
+def strimzi_errors(obj: Obj) -> list[str]:
+    schema = strimzi_schemas().get((obj["apiVersion"], obj["kind"]))
+    if schema is None:
+        served = sorted(v for v, k in strimzi_schemas() if k == obj["kind"])
+        return [f"{obj['apiVersion']} {obj['kind']} is not served by the CRDs (served: {served or 'none'})"]
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{'.'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+        for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    ]
