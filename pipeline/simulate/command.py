@@ -209,6 +209,8 @@ class Run:
             "operations_errored": c["errored"],
             "operations_open": c["started"] - c["ended"] - c["errored"],
             "ends_dropped": f["dropped"],
+            "ends_anonymous": c["anonymous"],
+            "expected_missing_end": f["dropped"] + c["anonymous"],
             "events_duplicated": f["duplicated"],
             "events_delayed": f["delayed"],
             "send_failures": self.output.failures,
@@ -233,8 +235,9 @@ def _print_summary(s: dict[str, Any], truth: Path | None) -> None:
         f"({s['simulated_seconds'] / 3600:.2f} h)",
         f"  operations: {s['operations_started']:,} started, {s['operations_ended']:,} ended, "
         f"{s['operations_errored']:,} ended in error, {s['operations_open']:,} still open",
-        f"  ground truth: {s['ends_dropped']:,} ends dropped (expect as many missing_end alerts), "
-        f"{s['events_duplicated']:,} events duplicated, {s['events_delayed']:,} delayed by reordering",
+        f"  ground truth: {s['ends_dropped']:,} ends dropped, {s['ends_anonymous']:,} upload errors naming no "
+        f"image: expect {s['expected_missing_end']:,} missing_end alerts; {s['events_duplicated']:,} events "
+        f"duplicated, {s['events_delayed']:,} delayed by reordering",
     ]
     if s["send_failures"]:
         lines.append(f"  WARNING: {s['send_failures']:,} notifications failed to send (see the log above)")
@@ -250,7 +253,7 @@ def make_output(args: argparse.Namespace) -> outputs.Output:
     if args.output == "rabbit":
         from pipeline.bridge.command import amqp_url
 
-        return outputs.RabbitOutput(amqp_url(args.amqp_url), topics)
+        return outputs.RabbitOutput(outputs.oslo_url(amqp_url(args.amqp_url)), topics)
     return outputs.KafkaOutput(kafka_client_kwargs(args)["bootstrap_servers"], args.topic_prefix,
                                args.topic_partitions, args.value_format, topics)
 

@@ -51,6 +51,9 @@ VERIFY_S = (10.0, 60.0)
 API_S = (0.05, 0.6)  # an API call's start -> end
 UPLOAD_S = (30.0, 600.0)
 MAINTENANCE_S = (600.0, 7200.0)
+# How far past a deadline event time must move before the agents' watchdog surely fired: their
+# watermark lateness (60 s by default) plus the gap to the next event on the same partition.
+SETTLE_S = 600.0
 
 # Failure odds per attempt.
 P_DEPLOY_FAIL = 0.06
@@ -75,10 +78,13 @@ _LAST_ERRORS = {
     "inspect": "Failed to inspect hardware. Reason: timeout waiting for the ramdisk to report",
     "power": "IPMI call failed: power status.",
 }
+# glance/notifier.py ImageProxy.set_data: the store errors do not name the image, the others do.
 _UPLOAD_ERRORS = (
-    'Image storage media is full: no space left on store "file1"',
-    "Permission to write image storage media denied.",
-    "Failed to upload image {id}: Connection reset by peer",
+    "Image storage media is full: There is not enough disk space on the image storage media.",
+    "Insufficient permissions on image storage media: Permission to write image storage media denied.",
+    "Failed to upload image data for image {id} due to internal error: Connection reset by peer",
+    "Failed to upload image data for image {id} due to HTTP error: 503 Service Unavailable",
+    "Cannot save data for image {id}: Size of uploaded data does not match the declared size",
 )
 
 
@@ -96,6 +102,7 @@ class Operation:
     ended_at: datetime | None = None
     end_message_id: str | None = None
     end_dropped: bool = False
+    end_anonymous: bool = False  # its terminal event names no resource (a Glance store error text)
     end_duplicated: bool = False
     end_delayed: bool = False
     duplicated: bool = False  # any of its events was sent twice
@@ -103,8 +110,9 @@ class Operation:
 
     @property
     def expected(self) -> str:
-        """What the agents should conclude: missing_end when the terminal event never arrives."""
-        return "missing_end" if self.end_dropped else (self.outcome or "open")
+        """What the agents should conclude: missing_end when the terminal event never arrives, or
+        arrives without saying whose end it is."""
+        return "missing_end" if self.end_dropped or self.end_anonymous else (self.outcome or "open")
 
     def as_truth(self) -> dict[str, Any]:
         return {
@@ -118,6 +126,7 @@ class Operation:
             "deadline_s": self.deadline_s,
             "outcome": self.outcome,
             "end_dropped": self.end_dropped,
+            "end_anonymous": self.end_anonymous,
             "end_duplicated": self.end_duplicated,
             "end_delayed": self.end_delayed,
             "duplicated": self.duplicated,
@@ -178,6 +187,7 @@ class Node:
     power_state: str | None = None
     target_power_state: str | None = None
     maintenance: bool = False
+    console_enabled: bool = False
     maintenance_reason: str | None = None
     instance_uuid: str | None = None
     image_id: str | None = None
@@ -197,7 +207,6 @@ class Node:
     clean_step = property(lambda self: {})
     deploy_step = property(lambda self: {})
     conductor_group = property(lambda self: "")
-    console_enabled = property(lambda self: False)
     description = property(lambda self: None)
     disable_power_off = property(lambda self: False)
     driver = property(lambda self: "ipmi")
@@ -264,11 +273,13 @@ class Fleet:
         self.closing = False
         self.keep_operations = keep_operations
         self.operations: list[Operation] = []
-        self.counts = {"started": 0, "ended": 0, "errored": 0, "events": 0}
+        self.counts = {"started": 0, "ended": 0, "errored": 0, "anonymous": 0, "events": 0}
         self._horizon = 0.0  # latest start + deadline of any operation, in simulated seconds
         self._seq = itertools.count()
         self._heap: list[tuple[float, int, Gen]] = []
         self._out: list[Event] = []
+        self._terminals: list[Operation] = []  # terminal events emitted since the last guard check
+        self._dropped: dict[str, list[Operation]] = {}  # resource -> operations whose end was lost
         self._crud_ops: dict[tuple[str, str, str], tuple[Operation, dict[str, Any]]] = {}
         self.nodes: list[Node] = []
         self.images: list[Image] = []
@@ -313,24 +324,45 @@ class Fleet:
             if delay is not None:
                 heapq.heappush(heap, (self.t + delay, next(self._seq), life))
 
-    def sweep(self, margin_s: float = 60.0) -> Iterator[Event]:
-        """After the lives stopped: jump past every deadline, then one event per node and image
-        (an operator's bulk `node.update`, Glance `image.update`), exempt from faults."""
+    def sweep(self, margin_s: float = SETTLE_S) -> Iterator[Event]:
+        """After the lives stopped: jump past every deadline, then one operation per node (an
+        operator enables every console: `console_set`, used nowhere else, so it never supersedes an
+        open operation) and one `image.update` per image. Exempt from faults."""
         self.t = max(self.t, self._horizon) + margin_s
         step = 30.0 / max(1, len(self.nodes) + len(self.images))
         for node in self.nodes:
-            node.extra = {**node.extra, "audit": "2026-q4"}
-            self._crud(node.uuid, node.uuid, "node", "update", lambda: payloads.node_payload("NodeCRUDPayload", node),
-                       self._api_context(), exempt=True)
+            ctx = self._api_context()
+            op = self._open("baremetal.node.console_set", node.uuid, node.uuid, exempt=True)
+            self._emit("baremetal.node.console_set.start", "INFO", node.conductor,
+                       payloads.node_payload("NodePayload", node), "ironic", ctx, op, START)
             self.t += step
-            self._crud_end(node.uuid, node.uuid, "node", "update",
-                           lambda: payloads.node_payload("NodeCRUDPayload", node), exempt=True)
+            node.console_enabled, node.updated_at = True, self.now
+            self._emit("baremetal.node.console_set.end", "INFO", node.conductor,
+                       payloads.node_payload("NodePayload", node), "ironic", ctx, op, END)
         for image in self.images:
             self.t += step
             self._glance("image.update", "INFO", payloads.image_payload(image))
         out, self._out = self._out, []
         self.counts["events"] += len(out)
         yield from out
+
+    def _guard(self, resource_uuid: str) -> float:
+        """Seconds the resource waits before its next operation: while an operation of its own has
+        lost its end (dropped, or an error text naming no resource) and is not yet past deadline + SETTLE_S, a new start of the same operation
+        would supersede it (the agents then record it as superseded, not missing), and the truth
+        could not say in advance which of the two the agents will see. Waiting keeps it exact."""
+        for op in self._terminals:
+            if op.end_dropped or op.end_anonymous:
+                self._dropped.setdefault(op.resource_uuid, []).append(op)
+        self._terminals.clear()
+        ops = self._dropped.get(resource_uuid)
+        if not ops:
+            return 0.0
+        wait = max((op.started_at - self.start).total_seconds() + op.deadline_s + SETTLE_S for op in ops) - self.t
+        if wait <= 0:
+            del self._dropped[resource_uuid]
+            return 0.0
+        return wait
 
     # --- ids and builders ----------------------------------------------------------------------
 
@@ -408,6 +440,7 @@ class Fleet:
             op.start_message_id = event.message_id
         elif role in TERMINAL and op is not None:
             op.outcome, op.ended_at, op.end_message_id = role, event.timestamp, event.message_id
+            self._terminals.append(op)
             self.counts["ended" if role == END else "errored"] += 1
         self._out.append(event)
         return event
@@ -500,7 +533,7 @@ class Fleet:
         image = self.rng.choice(self.images) if self.images else None
         node.image_id = image.id if image else None
         op = self._provision(node, None, "deploying", "active", "rebuild" if rebuild else "deploy", START, ctx)
-        w = self._waits(self.rng.uniform(*DEPLOY_S), 4)
+        w = self._waits(self.rng.uniform(*DEPLOY_S), 3)
         yield w[0]
         yield from self._power(node, "rebooting", ctx)
         self._provision(node, op, "wait call-back", "active", "wait", STEP, ctx)
@@ -519,15 +552,16 @@ class Fleet:
     def _clean(self, node: Node, start_event: str, from_active: bool) -> Gen:
         """provide (manageable -> available) or undeploy (active / deploy failed -> available)."""
         ctx = self._conductor_context()
-        w = self._waits(self.rng.uniform(*CLEAN_S), 4)
+        w = self._waits(self.rng.uniform(*CLEAN_S), 3)
         if from_active:
             op = self._provision(node, None, "deleting", "available", start_event, START, ctx)
             yield w[0] / 4
             node.instance_uuid, node.owner, node.image_id = None, None, None
             self._provision(node, op, "cleaning", "available", "clean", STEP, ctx)
+            yield w[0] * 3 / 4
         else:
             op = self._provision(node, None, "cleaning", "available", start_event, START, ctx)
-        yield w[0]
+            yield w[0]
         self._provision(node, op, "clean wait", "available", "wait", STEP, ctx)
         yield w[1]
         if self.rng.random() < P_CLEAN_FAIL:
@@ -569,25 +603,28 @@ class Fleet:
 
     def _maintenance(self, node: Node) -> Gen:
         """On, a NIC replaced now and then (port delete + create), then off."""
-        for on in (True, False):
-            def flip(on: bool = on) -> None:
-                node.maintenance = on
-                node.maintenance_reason = self.rng.choice(("replacing DIMM B2", "BMC firmware update",
-                                                           "NIC flapping")) if on else None
-                node.updated_at = self.now
-            ctx = self._api_context()
-            op = self._open("baremetal.node.maintenance_set", node.uuid, node.uuid)
-            self._emit("baremetal.node.maintenance_set.start", "INFO", IRONIC_API,
-                       payloads.node_payload("NodePayload", node), "ironic", ctx, op, START)
-            yield self.rng.uniform(*API_S)
-            flip()
-            self._emit("baremetal.node.maintenance_set.end", "INFO", IRONIC_API,
-                       payloads.node_payload("NodePayload", node), "ironic", ctx, op, END)
-            if on:
-                yield self.rng.uniform(*MAINTENANCE_S) / 2
-                if node.ports and self.rng.random() < 0.3:
-                    yield from self._replace_port(node)
-                yield self.rng.uniform(*MAINTENANCE_S) / 2
+        yield from self._maintenance_set(node, True)
+        yield self.rng.uniform(*MAINTENANCE_S) / 2
+        if node.ports and self.rng.random() < 0.3:
+            yield from self._replace_port(node)
+        yield self.rng.uniform(*MAINTENANCE_S) / 2
+        wait = self._guard(node.uuid)  # the same operation again: do not supersede a lost end
+        if wait:
+            yield wait
+        yield from self._maintenance_set(node, False)
+
+    def _maintenance_set(self, node: Node, on: bool) -> Gen:
+        """The API's maintenance PUT / DELETE: start with the node as it was, end as it is now."""
+        ctx = self._api_context()
+        op = self._open("baremetal.node.maintenance_set", node.uuid, node.uuid)
+        self._emit("baremetal.node.maintenance_set.start", "INFO", IRONIC_API,
+                   payloads.node_payload("NodePayload", node), "ironic", ctx, op, START)
+        yield self.rng.uniform(*API_S)
+        node.maintenance, node.updated_at = on, self.now
+        node.maintenance_reason = self.rng.choice(("replacing DIMM B2", "BMC firmware update",
+                                                   "NIC flapping")) if on else None
+        self._emit("baremetal.node.maintenance_set.end", "INFO", IRONIC_API,
+                   payloads.node_payload("NodePayload", node), "ironic", ctx, op, END)
 
     def _replace_port(self, node: Node) -> Gen:
         old = node.ports[0]
@@ -697,24 +734,20 @@ class Fleet:
 
     def _recover(self, node: Node) -> Gen:
         if node.maintenance:
-            yield from self._maintenance_off(node)
+            yield from self._maintenance_set(node, False)
         if node.provision_state in ("clean failed", "inspect failed"):
             self._provision(node, None, "manageable", None, "manage", SINGLE, self._conductor_context())
-
-    def _maintenance_off(self, node: Node) -> Gen:
-        ctx = self._api_context()
-        op = self._open("baremetal.node.maintenance_set", node.uuid, node.uuid)
-        self._emit("baremetal.node.maintenance_set.start", "INFO", IRONIC_API,
-                   payloads.node_payload("NodePayload", node), "ironic", ctx, op, START)
-        yield self.rng.uniform(*API_S)
-        node.maintenance, node.maintenance_reason, node.updated_at = False, None, self.now
-        self._emit("baremetal.node.maintenance_set.end", "INFO", IRONIC_API,
-                   payloads.node_payload("NodePayload", node), "ironic", ctx, op, END)
 
     def _node_life(self, node: Node, index: int, new: bool) -> Gen:
         if new:
             yield from self._enroll(node)
+            # the guard below needs its terminal events to have passed the faults stage first
+            yield self.rng.uniform(60, 600)
         while not self.closing and self.nodes[index] is node:
+            wait = self._guard(node.uuid)
+            if wait:
+                yield wait
+                continue
             action = self._next_action(node, index)
             if action is not None:
                 yield from action
@@ -738,6 +771,8 @@ class Fleet:
         if self.rng.random() < P_UPLOAD_FAIL:
             self._touch(image, "queued")
             text = self.rng.choice(_UPLOAD_ERRORS).format(id=image.id)
+            op.end_anonymous = image.id not in text
+            self.counts["anonymous"] += op.end_anonymous
             self._glance("image.upload", "ERROR", text, op, ERROR)
             return
         image.checksum, image.virtual_size = self._hex(32), image.size
@@ -790,6 +825,10 @@ class Fleet:
             self._glance("image.create", "INFO", payloads.image_payload(image))
             yield self.rng.uniform(1, 10)
         while not self.closing and self.images[index] is image:
+            wait = self._guard(image.id)
+            if wait:
+                yield wait
+                continue
             if image.status != "active":
                 yield from (self._import(image) if self.rng.random() < 0.4 else self._upload(image))
             else:

@@ -1,0 +1,212 @@
+"""Bridge and worker as subprocesses (`python -m pipeline bridge|worker ...`), their memory read
+from /proc, and the broker housekeeping a run needs (queues to delete, records to count).
+
+Shared by `pipeline bench` and the end-to-end tests: each run gets its own queue, topic prefix,
+output prefix and app id, so parallel runs never see each other's records.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Names", "Proc", "count_records", "delete_queues", "delete_topics", "proc_status_mb", "start_bridge", "start_worker"]
+
+
+def proc_status_mb(pid: int, key: str) -> float | None:
+    """A memory line of /proc/<pid>/status in MB (VmRSS now, VmHWM the peak), None once it exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Names:
+    """Everything one run creates on the brokers, unique per run."""
+
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def queue(self) -> str:
+        return f"bench-{self.run}"
+
+    @property
+    def ironic_topic(self) -> str:  # oslo topic: routing keys <topic>.info / .error
+        return f"bench-{self.run}-ironic"
+
+    @property
+    def glance_topic(self) -> str:
+        return f"bench-{self.run}-glance"
+
+    @property
+    def topic_prefix(self) -> str:  # relay topics
+        return f"bench-{self.run}.notifications."
+
+    @property
+    def output_prefix(self) -> str:  # worker outputs
+        return f"bench-{self.run}.pipeline."
+
+    @property
+    def app_id(self) -> str:
+        return f"bench-{self.run}"
+
+    def bindings(self) -> list[str]:
+        return [f"ironic:{self.ironic_topic}.*", f"glance:{self.glance_topic}.*"]
+
+    def oslo_default_queues(self) -> list[str]:
+        """The queues oslo's rabbit driver declares itself, one per routing key it published to."""
+        return [f"{t}.{p}" for t in (self.ironic_topic, self.glance_topic) for p in ("info", "error", "warn")]
+
+
+class Proc:
+    """A `python -m pipeline ...` child, its stderr kept in a file for errors and readiness."""
+
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log = Path(tempfile.mkstemp(prefix=f"pipeline-{name}-", suffix=".log")[1])
+        self._log_file = self.log.open("wb")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args],
+            stdout=subprocess.DEVNULL, stderr=self._log_file, env={**os.environ, **(env or {})},
+            start_new_session=True,  # our Ctrl-C is not theirs: we stop them in order
+        )
+        self.pid = self.popen.pid
+        self.peak_rss_mb = 0.0
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def sample(self) -> float | None:
+        """Current RSS (MB); also keeps the peak (VmHWM) while the process lives."""
+        hwm = proc_status_mb(self.pid, "VmHWM")
+        if hwm is not None:
+            self.peak_rss_mb = max(self.peak_rss_mb, hwm)
+        return proc_status_mb(self.pid, "VmRSS")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    async def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}): {self.tail()}")
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready after {timeout:.0f}s (waiting for {needle!r}): {self.tail()}")
+
+    def tail(self, lines: int = 8) -> str:
+        return " | ".join(self.text().strip().splitlines()[-lines:])
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        self.sample()
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if self.alive():
+                self.popen.kill()
+                self.popen.wait()
+        self._log_file.close()
+        return self.popen.returncode
+
+    async def exited(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            self.sample()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} still running after {timeout:.0f}s: {self.tail()}")
+            await asyncio.sleep(0.1)
+        self._log_file.close()
+        return self.popen.returncode or 0
+
+    def cleanup(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+
+def start_bridge(names: Names, *, amqp_url: str, bootstrap: str, partitions: int = 6,
+                 extra: Iterable[str] = ()) -> Proc:
+    args = ["bridge", "--source", "amqp", "--amqp-url", amqp_url, "--amqp-queue", names.queue,
+            "--kafka-bootstrap-servers", bootstrap, "--topic-prefix", names.topic_prefix,
+            "--topic-partitions", str(partitions), "--metrics-port", "0", *extra]
+    for binding in names.bindings():
+        args += ["--amqp-binding", binding]
+    return Proc("bridge", args)
+
+
+def start_worker(names: Names, *, bootstrap: str, partitions: int = 6, data_dir: str,
+                 extra: Iterable[str] = ()) -> Proc:
+    args = ["worker", "--kafka-bootstrap-servers", bootstrap, "--topic-prefix", names.topic_prefix,
+            "--output-prefix", names.output_prefix, "--app-id", names.app_id, "--topic-partitions",
+            str(partitions), "--store", "memory://", "--data-dir", data_dir, "--no-web", *extra]
+    return Proc("worker", args)
+
+
+async def delete_queues(amqp_url: str, queues: Iterable[str]) -> None:
+    """Delete queues if they exist (a missing one closes the channel: a fresh channel each)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        for name in queues:
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                await queue.delete(if_unused=False, if_empty=False)
+            except Exception:  # noqa: BLE001 - not there: nothing to clean
+                pass
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    finally:
+        await connection.close()
+
+
+async def count_records(bootstrap: str, topics: Sequence[str]) -> int:
+    """Records in `topics` (sum of end offsets; the topics are new, so nothing was truncated)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap.split(","))
+    await consumer.start()
+    try:
+        existing = await consumer.topics()
+        partitions = [TopicPartition(t, p) for t in topics if t in existing
+                      for p in (consumer.partitions_for_topic(t) or ())]
+        if not partitions:
+            return 0
+        ends = await consumer.end_offsets(partitions)
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def delete_topics(bootstrap: str, prefixes: Iterable[str]) -> None:
+    """Delete every topic whose name starts with one of `prefixes` (a run's own topics only)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    prefixes = tuple(prefixes)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    except Exception:  # noqa: BLE001 - housekeeping: a topic left behind is harmless
+        pass
+    finally:
+        await admin.close()
