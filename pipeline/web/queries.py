@@ -129,8 +129,19 @@ def parse_alert_query(query: Mapping[str, Sequence[str]], query_string: str = ""
     )
 
 
-def parse_limit_only(query: Mapping[str, Sequence[str]], query_string: str = "") -> int:
-    return parse_limit(_single(query, ("limit",), query_string).get("limit"))
+@dataclass(frozen=True, slots=True)
+class OpenQuery:
+    missing_end: bool | None = None  # True: only operations whose missing_end alert was raised
+    limit: int = DEFAULT_LIMIT
+
+
+def parse_open_query(query: Mapping[str, Sequence[str]], query_string: str = "") -> OpenQuery:
+    values = _single(query, ("missing_end", "limit"), query_string)
+    return OpenQuery(missing_end=parse_bool("missing_end", values.get("missing_end")), limit=parse_limit(values.get("limit")))
+
+
+def open_matches(operation: Mapping[str, Any], q: OpenQuery) -> bool:
+    return q.missing_end is None or (operation.get("missing_end_raised_at") is not None) == q.missing_end
 
 
 def parse_no_params(query: Mapping[str, Sequence[str]], query_string: str = "") -> None:

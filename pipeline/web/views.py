@@ -258,8 +258,9 @@ class WebViews:
         return json_response({**queries.merge_node_answers(answers, q), **self._workers(answers, failed)})
 
     async def open_operations(self, request: aioweb.Request) -> aioweb.StreamResponse:
-        limit = queries.parse_limit_only(_multi(request), request.query_string)
-        operations = list(self.source.open_operations())
+        q = queries.parse_open_query(_multi(request), request.query_string)
+        limit = q.limit
+        operations = [o for o in self.source.open_operations() if queries.open_matches(o, q)]
         local = {"operations": queries.sort_open_operations(operations, limit), "total": len(operations)}
         answers, failed = await self.gather(request, local)
         if request.headers.get(SCOPE_HEADER) == "local":
@@ -300,6 +301,7 @@ class WebViews:
             "nodes": queries.state_counts(self.source.nodes()),
             "loss": {p: dict(row) for p, row in self.source.loss().items()},
             "open_operations": self.open_operation_counts(),
+            "missing_ends": sum(o.get("missing_end_raised_at") is not None for o in self.source.open_operations()),
             "alerts": dict(self.observations.alerts_by_type),
             "events": sum(self.observations.events_by_type.values()),
         }
@@ -318,6 +320,7 @@ class WebViews:
                 "nodes": queries.merge_counts(a["nodes"] for a in answers),
                 "loss": queries.merge_loss(a["loss"] for a in answers),
                 "open_operations": dict(sorted(open_ops.items())),
+                "missing_ends": sum(int(a.get("missing_ends", 0)) for a in answers),
                 "alerts": dict(sorted(alerts.items())),
                 "events": sum(int(a.get("events", 0)) for a in answers),
                 "now": time(),
