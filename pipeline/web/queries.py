@@ -167,9 +167,9 @@ def node_matches(node: Mapping[str, Any], q: NodeQuery) -> bool:
 
 def select_nodes(nodes: Iterable[Mapping[str, Any]], q: NodeQuery) -> dict[str, Any]:
     """One worker's answer: the first `limit` matches by UUID and how many matched in all."""
-    matched = [dict(n) for n in nodes if node_matches(n, q)]
+    matched = [n for n in nodes if node_matches(n, q)]
     matched.sort(key=lambda n: str(n.get("uuid", "")))
-    return {"nodes": matched[: q.limit], "matched": len(matched)}
+    return {"nodes": [dict(n) for n in matched[: q.limit]], "matched": len(matched)}
 
 
 def merge_node_answers(answers: Iterable[Mapping[str, Any]], q: NodeQuery) -> dict[str, Any]:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SCOPE_HEADER = "X-Pipeline-Scope"  # "local": answer for this worker's partitions only (a peer asks)
 ROUTED_HEADER = "X-Pipeline-Routed"  # the request was already routed to the key's owner
 PEER_TIMEOUT_S = 5.0
+MAX_REQUEST_LINE = 65536
 STATIC = Path(__file__).with_name("static")
 
 
@@ -50,6 +51,7 @@ class WebSource:
     open_operations: Callable[[], Iterable[dict]]  # open operations of this worker's active partitions
     loss: Callable[[], Mapping[str, Mapping[str, float]]]  # publisher -> {started, ended, missing, ...}
     source_topics: Iterable[str] | None = None  # for consumer lag; None: every active non-changelog topic
+    expand: Callable[[dict], dict] = lambda node: node  # a listed node -> its full record (nodes() may be light)
 
 
 @dataclass
@@ -252,6 +254,7 @@ class WebViews:
     async def nodes(self, request: aioweb.Request) -> aioweb.StreamResponse:
         q = queries.parse_node_query(_multi(request), request.query_string)
         local = queries.select_nodes(self.source.nodes(), q)
+        local["nodes"] = [self.source.expand(n) for n in local["nodes"]]
         answers, failed = await self.gather(request, local)
         if request.headers.get(SCOPE_HEADER) == "local":
             return json_response(local)
@@ -385,6 +388,13 @@ def register(app: Any, source: WebSource, observations: Observations) -> WebView
     views = WebViews(app, source, observations)
     _strip_faust_pages(app)
     app.web.web_app.middlewares.append(json_errors)
+    # aiohttp's parser refuses a request line over 8 KiB with a plain-text 400 before any middleware
+    # runs; up to 64 KiB the request reaches us and gets the JSON reason. Beyond that the parser's
+    # plain 400 stands (no traceback either way).
+    handler_args = dict(app.web.web_app._handler_args or {})
+    handler_args.setdefault("max_line_size", MAX_REQUEST_LINE)
+    handler_args.setdefault("max_field_size", MAX_REQUEST_LINE)
+    app.web.web_app._handler_args = handler_args
     for path, name in ROUTES:
         handler = getattr(views, name)
 

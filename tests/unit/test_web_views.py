@@ -174,6 +174,8 @@ BAD = [
     ("GET", "/api/nodes?maintenance=perhaps", 400, "maintenance must be true or false"),
     ("GET", "/api/nodes?limit=100000", 400, "limit must be an integer from 1 to 1000"),
     ("GET", "/api/nodes?limit=" + "9" * 7000, 400, "query string is"),
+    ("GET", "/api/nodes?power_state=" + "x" * 30000, 400, "query string is"),
+    ("GET", "/api/nodes/" + "f" * 20000, 400, "not a UUID"),
     ("GET", "/api/alerts?type=fire", 400, "unknown alert type"),
     ("GET", "/api/operations/stats?x=1", 400, "unknown parameter"),
     ("GET", "/api/nodes/00000000-0000-4000-8000-00000000ffff", 404, "unknown node"),
