@@ -1,0 +1,84 @@
+"""Reading the stream agents' tables for the views: active partitions only, records decoded once per
+change, loss summed per publisher. Records are made by the agents' own state machine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import orjson
+from faust.types import TP
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from web_traffic import node_body, utc  # noqa: E402
+
+from pipeline import events  # noqa: E402
+from pipeline.streams import operations, state  # noqa: E402
+from pipeline.streams.models import Settings, micros  # noqa: E402
+from pipeline.web import source  # noqa: E402
+
+
+class Table(dict):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: f"app-{name}-changelog")
+
+
+def fold(table: Table, node: str, partition: int, *bodies: bytes) -> None:
+    st = None
+    for body in bodies:
+        event = events.normalize(body, topic_prefix="t.")
+        st = operations.on_event(st, event, micros(event["timestamp"]), Settings(), partition).state
+    table[node.encode()] = orjson.dumps(st)
+
+
+def runtime(active: set[int]) -> SimpleNamespace:
+    app = SimpleNamespace(assignor=SimpleNamespace(assigned_actives=lambda: {
+        TP(t, p) for p in active for t in ("app-resources-changelog", "app-loss-changelog")}))
+    return SimpleNamespace(app=app, resources=Table("resources"), loss=Table("loss"),
+                           topic_names=SimpleNamespace(sources=("t.baremetal.node",)))
+
+
+A = "0a000000-0000-4000-8000-000000000001"
+B = "0b000000-0000-4000-8000-000000000002"
+
+
+def test_only_active_partitions_and_rescans_follow_changes() -> None:
+    rt = runtime({0})
+    fold(rt.resources, A, 0, node_body(A, "power_set", "end", utc(50), power="power on", provision="active"))
+    # a standby copy of another worker's partition (memory:// keeps those in the same dict)
+    fold(rt.resources, B, 1, node_body(B, "power_set", "end", utc(50), power="power off", provision="available"))
+    web = source.source_from_runtime(rt, scan_cache_s=0.0)
+    assert web.nodes() == [{"uuid": A, "power_state": "power on", "provision_state": "active", "maintenance": False}]
+    assert web.expand(web.nodes()[0])["provision_changed_event"] == "baremetal.node.power_set.end"
+    assert web.node(A)["open_operations"] == []
+
+    fold(rt.resources, A, 0,
+         node_body(A, "power_set", "end", utc(50), power="power on", provision="active"),
+         node_body(A, "provision_set", "start", utc(40), power="power on", provision="active", event="deleted"))
+    (op,) = web.open_operations()
+    assert (op["resource_uuid"], op["operation"]) == (A, "baremetal.node.provision_set")
+    assert op["started_at"].endswith("Z")
+    assert [o["operation"] for o in web.node(A)["open_operations"]] == ["baremetal.node.provision_set"]
+    assert web.node(B) is not None  # a key lookup is routed to its owner first; the view answers what it holds
+    assert web.node("0c000000-0000-4000-8000-000000000003") is None
+
+
+def test_an_unchanged_record_is_not_decoded_again() -> None:
+    rt = runtime({0})
+    fold(rt.resources, A, 0, node_body(A, "power_set", "end", utc(50), power="power on", provision="active"))
+    index = source.TableIndex(rt.app, rt.resources, ttl_s=0.0)
+    first = index.refresh()[0]
+    assert index.refresh()[0] is first
+    fold(rt.resources, A, 0, node_body(A, "power_set", "end", utc(40), power="power off", provision="active"))
+    assert index.refresh()[0] is not first and index.nodes()[0]["power_state"] == "power off"
+
+
+def test_loss_per_publisher_from_active_partitions() -> None:
+    rt = runtime({0, 2})
+    for partition, publisher, counts in ((0, "c1", {"started": 3, "missing": 1}), (2, "c1", {"started": 1}),
+                                         (1, "c1", {"started": 100}), (0, "c2", {"started": 2, "ended": 2})):
+        rt.loss[state.loss_key(partition, publisher, "baremetal.node.deploy")] = orjson.dumps(counts)
+    web = source.source_from_runtime(rt)
+    assert web.loss() == {"c1": {"started": 4, "missing": 1}, "c2": {"started": 2, "ended": 2}}
