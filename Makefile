@@ -22,8 +22,9 @@ up:
 down:
 	@bash stack/down.sh
 
-# The local stack, the bridge, a worker and the simulator; Ctrl-C stops what it started.
-run: $(STAMP) up
+# The local stack, the bridge, a worker and the simulator; Ctrl-C stops what it started
+# (the brokers too, when this run started them: pipeline.demo runs stack/up.sh itself to know).
+run: $(STAMP)
 	$(PY) -m pipeline.demo
 
 test: $(STAMP) up
