@@ -1,11 +1,13 @@
 """What one worker saw, kept in memory for the web views and /metrics: counters by event type, by
-operation outcome and by alert type, the recent alerts, and the duration sketch.
+operation outcome and by alert type, and per source partition the duration sketch and recent alerts.
 
-The stream agents call `event`, `operation` and `alert` as they process; these are plain method calls
-on plain data (no faust, no I/O), so the agents' hot path pays a dict increment. Nothing here is a
-faust table: it is a view of what this worker processed since it started, and the web views merge the
-workers' views. Durations over the recent window survive that well; the totals restart with the process,
-which is what Prometheus counters are expected to do.
+The stream agents call `event`, `operation`, `alert` and `deadletter` as they process; these are plain
+method calls on plain data (no faust, no I/O), so the agents' hot path pays a dict increment and a
+bucket increment. Nothing here is a faust table. Durations and recent alerts are kept per source
+partition, so that when a partition moves to another worker the old owner drops its share and the new
+owner reloads it from the output topics (`history.py`): the fleet-wide merge counts every operation
+once. The counters are this process's totals since it started, which is what Prometheus expects of a
+counter.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from collections import deque
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
+from aiokafka.partitioner import murmur2
+
 from pipeline.web.sketch import DurationSketch
 
 DEFAULT_RECENT_ALERTS = 1000
 
 
-def _epoch_seconds(value: Any) -> float | None:
+def epoch_seconds(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -27,9 +31,8 @@ def _epoch_seconds(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         # microseconds since the epoch (the agents' internal time) when implausibly large for seconds
         return value / 1e6 if value > 1e11 else float(value)
-    text = str(value)
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
 
@@ -45,45 +48,118 @@ def _jsonable(value: Any) -> Any:
 
 
 class Observations:
-    def __init__(self, window_s: float = 900.0, slice_s: float = 60.0, recent_alerts: int = DEFAULT_RECENT_ALERTS) -> None:
+    def __init__(
+        self,
+        window_s: float = 900.0,
+        slice_s: float = 60.0,
+        recent_alerts: int = DEFAULT_RECENT_ALERTS,
+        partitions: int = 1,
+    ) -> None:
+        self.window_s = window_s
+        self.slice_s = slice_s
+        self.partitions = max(1, partitions)
+        self.recent_alerts_per_partition = recent_alerts
         self.events_by_type: dict[str, int] = {}
         self.operations_by_outcome: dict[tuple[str, str], int] = {}
         self.alerts_by_type: dict[str, int] = {}
-        self.durations = DurationSketch(window_s=window_s, slice_s=slice_s)
-        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=recent_alerts)
         self.deadletters = 0
+        self.sketches: dict[int, DurationSketch] = {}
+        self.alerts: dict[int, deque[dict[str, Any]]] = {}
+        # while a partition's history loads: ids the agent reported meanwhile, so none counts twice
+        self.loading: dict[int, set[str]] = {}
+
+    # ---- what the agents report --------------------------------------------------------------------
+
+    def partition_of(self, record: Mapping[str, Any]) -> int:
+        """The source partition of a record: murmur2 of its resource UUID, like the bridge's key."""
+        key = record.get("resource_uuid") or record.get("node_uuid") or ""
+        return (murmur2(str(key).encode()) & 0x7FFFFFFF) % self.partitions
 
     def event(self, event_type: str) -> None:
         self.events_by_type[event_type] = self.events_by_type.get(event_type, 0) + 1
 
-    def events(self, event_types: Iterable[str]) -> None:
-        for event_type in event_types:
-            self.event(event_type)
+    def deadletter(self) -> None:
+        self.deadletters += 1
 
-    def operation(self, record: Mapping[str, Any]) -> None:
+    def operation(self, record: Mapping[str, Any], partition: int | None = None) -> None:
         """A finished operation, the `pipeline.operations` record (avro/operation.avsc): operation,
         outcome (success, error, superseded), duration_ms (None without both ends), ended_at."""
         operation = str(record.get("operation"))
         outcome = str(record.get("outcome"))
         key = (operation, outcome)
         self.operations_by_outcome[key] = self.operations_by_outcome.get(key, 0) + 1
-        duration_ms = record.get("duration_ms")
-        ended = _epoch_seconds(record.get("ended_at"))
-        if duration_ms is None or ended is None:
-            return
-        self.durations.add(operation, float(duration_ms), ended, error=outcome == "error")
+        self._sketch_operation(record, self.partition_of(record) if partition is None else partition)
 
-    def alert(self, record: Mapping[str, Any]) -> None:
+    def alert(self, record: Mapping[str, Any], partition: int | None = None) -> None:
         """An alert, the `pipeline.alerts` record (avro/alert.avsc): kind, resource_uuid, operation,
         raised_at, started_at, deadline_at, ..."""
         kind = str(record.get("kind"))
         self.alerts_by_type[kind] = self.alerts_by_type.get(kind, 0) + 1
-        self.recent_alerts.append(_jsonable(dict(record)))
-
-    def deadletter(self) -> None:
-        self.deadletters += 1
+        self._keep_alert(record, self.partition_of(record) if partition is None else partition)
 
     # the names the stream agents' `Recent` used
     on_event = event
     on_operation = operation
     on_alert = alert
+
+    def _sketch_operation(self, record: Mapping[str, Any], partition: int) -> None:
+        loading = self.loading.get(partition)
+        if loading is not None and record.get("op_id"):
+            loading.add(str(record["op_id"]))
+        duration_ms = record.get("duration_ms")
+        ended = epoch_seconds(record.get("ended_at"))
+        if duration_ms is None or ended is None:
+            return
+        sketch = self.sketches.get(partition)
+        if sketch is None:
+            sketch = self.sketches[partition] = DurationSketch(self.window_s, self.slice_s)
+        sketch.add(str(record.get("operation")), float(duration_ms), ended, error=record.get("outcome") == "error")
+
+    def _keep_alert(self, record: Mapping[str, Any], partition: int) -> None:
+        loading = self.loading.get(partition)
+        if loading is not None and record.get("alert_id"):
+            loading.add(str(record["alert_id"]))
+        kept = self.alerts.get(partition)
+        if kept is None:
+            kept = self.alerts[partition] = deque(maxlen=self.recent_alerts_per_partition)
+        kept.append(_jsonable(dict(record)))
+
+    # ---- partitions moving -------------------------------------------------------------------------
+
+    def held(self) -> set[int]:
+        return set(self.sketches) | set(self.alerts) | set(self.loading)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self.sketches.pop(p, None)
+            self.alerts.pop(p, None)
+            self.loading.pop(p, None)
+
+    def start_loading(self, partition: int) -> None:
+        self.loading[partition] = set()
+
+    def loaded(self, partition: int, operations: Iterable[Mapping[str, Any]], alerts: Iterable[Mapping[str, Any]]) -> None:
+        """A partition's history read from the output topics, minus what the agent reported meanwhile."""
+        seen = self.loading.pop(partition, set())
+        for record in operations:
+            if str(record.get("op_id")) not in seen:
+                self._sketch_operation(record, partition)
+        history = [a for a in alerts if str(a.get("alert_id")) not in seen]
+        newer = list(self.alerts.get(partition, ()))
+        kept = self.alerts[partition] = deque(maxlen=self.recent_alerts_per_partition)
+        for record in history:
+            kept.append(_jsonable(dict(record)))
+        kept.extend(newer)
+
+    # ---- what the views read -----------------------------------------------------------------------
+
+    @property
+    def durations(self) -> DurationSketch:
+        total = DurationSketch(self.window_s, self.slice_s)
+        for sketch in list(self.sketches.values()):
+            total.merge(sketch)
+        return total
+
+    @property
+    def recent_alerts(self) -> list[dict[str, Any]]:
+        return [a for kept in list(self.alerts.values()) for a in kept]

@@ -177,13 +177,26 @@ def install(rt: Any, args: argparse.Namespace | None = None) -> WebViews:
     window_s = getattr(args, "stats_window", None) or _seconds("STATS_WINDOW_S", 900.0)
     slice_s = getattr(args, "stats_slice", None) or _seconds("STATS_SLICE_S", 60.0)
     scan_cache_s = getattr(args, "web_scan_cache", None) or _seconds("WEB_SCAN_CACHE_S", 2.0)
-    observations = Observations(window_s=window_s, slice_s=min(slice_s, window_s))
+    observations = Observations(window_s=window_s, slice_s=min(slice_s, window_s), partitions=rt.partitions)
     rt.recent = observations
     processor = getattr(rt, "processor", None)
     if processor is not None:
         processor.recent = observations
     views = register(rt.app, source_from_runtime(rt, scan_cache_s), observations)
     views.extra_counters = lambda: _runtime_counters(rt)
+
+    from pipeline.web.history import HistoryLoader
+
+    client = rt.settings.client_kwargs()
+    bootstrap = client.pop("bootstrap_servers")
+    loader = HistoryLoader(observations, bootstrap, rt.topic_names.operations, rt.topic_names.alerts,
+                           rt.topic_names.sources, **client)
+    views.history = loader
+
+    @rt.app.on_partitions_assigned.connect
+    async def _reload_history(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        loader.on_assigned(assigned)
+
     return views
 
 

@@ -161,6 +161,7 @@ class WebViews:
         self.observations = observations
         self.peers = _Peers(app)
         self.extra_counters: Callable[[], Iterable[tuple[str, str, float]]] = lambda: ()
+        self.history: Any = None  # the HistoryLoader, when the worker's output topics are known
         self.collector = PipelineCollector(observations, self.open_operation_counts, self.lag, lambda: self.extra_counters())
         self.registry = new_registry(app, self.collector)
         self.dashboard = (STATIC / "dashboard.html").read_bytes()
@@ -356,6 +357,9 @@ class WebViews:
         )
 
     async def close(self) -> None:
+        if self.history is not None:
+            for task in list(self.history.tasks.values()):
+                task.cancel()
         if self.peers.session is not None:
             await self.peers.session.close()
 
