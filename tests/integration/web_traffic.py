@@ -68,7 +68,7 @@ def node_body(node_uuid: str, action: str, phase: str, at: datetime, *, power: s
 
 @dataclass
 class Fleet:
-    """What was sent, to compare the views with: the last state of each node, operations per type."""
+    """What was sent, to compare the views with: the relay records and each node's last state."""
 
     prefix: str
     nodes: dict[str, dict] = field(default_factory=dict)
@@ -78,10 +78,6 @@ class Fleet:
         event = events.normalize(body, topic_prefix=self.prefix)
         self.records.append((event["topic"], event["resource_uuid"].encode(), codec.encode_event(event)))
         return event
-
-    def node(self, node_uuid: str, at: datetime, power: str, provision: str, maintenance: bool = False) -> None:
-        """A finished power_set (start and end, `duration` later) leaving the node in this state."""
-        self.nodes[node_uuid] = {"power_state": power, "provision_state": provision, "maintenance": maintenance}
 
 
 async def produce(records: list[tuple[str, bytes, bytes]]) -> None:
