@@ -52,6 +52,7 @@ class WebSource:
     loss: Callable[[], Mapping[str, Mapping[str, float]]]  # publisher -> {started, ended, missing, ...}
     source_topics: Iterable[str] | None = None  # for consumer lag; None: every active non-changelog topic
     expand: Callable[[dict], dict] = lambda node: node  # a listed node -> its full record (nodes() may be light)
+    refresh: Callable[[], Awaitable[None]] | None = None  # brings nodes()/open_operations() up to date
 
 
 @dataclass
@@ -189,6 +190,10 @@ class WebViews:
 
     # ---- local figures -----------------------------------------------------------------------------
 
+    async def refreshed(self) -> None:
+        if self.source.refresh is not None:
+            await self.source.refresh()
+
     def open_operation_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for op in self.source.open_operations():
@@ -254,6 +259,7 @@ class WebViews:
 
     async def nodes(self, request: aioweb.Request) -> aioweb.StreamResponse:
         q = queries.parse_node_query(_multi(request), request.query_string)
+        await self.refreshed()
         local = queries.select_nodes(self.source.nodes(), q)
         local["nodes"] = [self.source.expand(n) for n in local["nodes"]]
         answers, failed = await self.gather(request, local)
@@ -263,6 +269,7 @@ class WebViews:
 
     async def open_operations(self, request: aioweb.Request) -> aioweb.StreamResponse:
         q = queries.parse_open_query(_multi(request), request.query_string)
+        await self.refreshed()
         limit = q.limit
         operations = [o for o in self.source.open_operations() if queries.open_matches(o, q)]
         local = {"operations": queries.sort_open_operations(operations, limit), "total": len(operations)}
@@ -301,6 +308,7 @@ class WebViews:
 
     async def summary(self, request: aioweb.Request) -> aioweb.StreamResponse:
         queries.parse_no_params(_multi(request), request.query_string)
+        await self.refreshed()
         local = {
             "nodes": queries.state_counts(self.source.nodes()),
             "loss": {p: dict(row) for p, row in self.source.loss().items()},
@@ -341,6 +349,7 @@ class WebViews:
 
     async def metrics(self, request: aioweb.Request) -> aioweb.StreamResponse:
         queries.parse_no_params(_multi(request), request.query_string)
+        await self.refreshed()
         return aioweb.Response(body=render(self.registry), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def index(self, request: aioweb.Request) -> aioweb.StreamResponse:

@@ -3,6 +3,7 @@ change, loss summed per publisher. Records are made by the agents' own state mac
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,6 +51,7 @@ def test_only_active_partitions_and_rescans_follow_changes() -> None:
     # a standby copy of another worker's partition (memory:// keeps those in the same dict)
     fold(rt.resources, B, 1, node_body(B, "power_set", "end", utc(50), power="power off", provision="available"))
     web = source.source_from_runtime(rt, scan_cache_s=0.0)
+    asyncio.run(web.refresh())
     assert web.nodes() == [{"uuid": A, "power_state": "power on", "provision_state": "active", "maintenance": False}]
     assert web.expand(web.nodes()[0])["provision_changed_event"] == "baremetal.node.power_set.end"
     assert web.node(A)["open_operations"] == []
@@ -57,6 +59,7 @@ def test_only_active_partitions_and_rescans_follow_changes() -> None:
     fold(rt.resources, A, 0,
          node_body(A, "power_set", "end", utc(50), power="power on", provision="active"),
          node_body(A, "provision_set", "start", utc(40), power="power on", provision="active", event="deleted"))
+    asyncio.run(web.refresh())
     (op,) = web.open_operations()
     assert (op["resource_uuid"], op["operation"]) == (A, "baremetal.node.provision_set")
     assert op["started_at"].endswith("Z")
@@ -69,10 +72,15 @@ def test_an_unchanged_record_is_not_decoded_again() -> None:
     rt = runtime({0})
     fold(rt.resources, A, 0, node_body(A, "power_set", "end", utc(50), power="power on", provision="active"))
     index = source.TableIndex(rt.app, rt.resources, ttl_s=0.0)
-    first = index.refresh()[0]
-    assert index.refresh()[0] is first
+
+    def scan() -> source._Entry:
+        asyncio.run(index.refresh())
+        return index.active[0]
+
+    first = scan()
+    assert scan() is first
     fold(rt.resources, A, 0, node_body(A, "power_set", "end", utc(40), power="power off", provision="active"))
-    assert index.refresh()[0] is not first and index.nodes()[0]["power_state"] == "power off"
+    assert scan() is not first and index.nodes()[0]["power_state"] == "power off"
 
 
 def test_loss_per_publisher_from_active_partitions() -> None:
