@@ -127,7 +127,9 @@ def error_response(status: int, reason: str, headers: Mapping[str, str] | None =
 async def json_errors(request: aioweb.Request, handler: Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]) -> aioweb.StreamResponse:
     """Every refusal is JSON with a reason; nothing leaks a traceback."""
     try:
-        return await handler(request)
+        response = await handler(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
     except BadRequest as exc:
         return error_response(400, exc.reason)
     except aioweb.HTTPMethodNotAllowed as exc:
