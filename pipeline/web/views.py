@@ -22,7 +22,7 @@ from time import time
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import orjson
-from aiohttp import ClientSession, ClientTimeout, web as aioweb
+from aiohttp import ClientError, ClientSession, ClientTimeout, web as aioweb
 from aiokafka.partitioner import murmur2
 from yarl import URL
 
@@ -248,7 +248,11 @@ class WebViews:
         if not mine:
             if request.headers.get(ROUTED_HEADER):
                 return error_response(503, "the node's partition is moving between workers; retry shortly")
-            status, body, content_type = await self.peers.get(owner, request.rel_url, {ROUTED_HEADER: "1"})
+            try:
+                status, body, content_type = await self.peers.get(owner, request.rel_url, {ROUTED_HEADER: "1"})
+            except (ClientError, asyncio.TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                return error_response(503, f"the worker owning this node ({owner}) did not answer: {reason}")
             response = aioweb.Response(body=body, status=status, content_type=content_type or "application/json")
             response.headers["X-Pipeline-Answered-By"] = owner
             return response

@@ -165,6 +165,15 @@ async def test_unreachable_peer_gives_a_partial_answer(pair: Any) -> None:
     assert {n["uuid"] for n in body["nodes"]} == set(workers[0].nodes)
 
 
+async def test_an_unreachable_owner_is_a_503_with_its_name(pair: Any) -> None:
+    workers, session = pair
+    await workers[1].server.close()
+    node = next(iter(workers[1].nodes))
+    async with session.get(f"{workers[0].url}/api/nodes/{node}") as r:
+        body = await r.json()
+    assert r.status == 503 and f"({workers[1].url}) did not answer" in body["error"]
+
+
 BAD = [
     ("GET", "/api/nodes/not-a-uuid", 400, "not a UUID"),
     ("GET", "/api/nodes/..%2F..%2Fetc%2Fpasswd", 400, "not a UUID"),
