@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration up down bench faults clean
+.PHONY: run test unit integration up down bench faults clean tools install
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -27,7 +27,12 @@ down:
 run: $(STAMP)
 	$(PY) -m pipeline.demo
 
-test: $(STAMP) up
+# Test-only tools: kustomize for the manifest tests, Debian's chromium for the dashboard test.
+tools:
+	@bash tests/k8s/tools.sh
+	@bash stack/chromium.sh
+
+test: $(STAMP) tools up
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)

@@ -31,6 +31,6 @@ head -c 18 /dev/urandom | base64 | tr -d '/+=' >kafka-password
 head -c 18 /dev/urandom | base64 | tr -d '/+=' >amqp-password
 echo "pipeline" >kafka-user
 echo "pipeline" >amqp-user
-chmod 0644 ./*           # test material; the brokers run as other users and must read it
+chmod 0600 ./*.key ./*password ./*.keystore.pem   # up.sh hands RabbitMQ its own copies
 touch .complete
 say "test certificates and credentials in $TLS"

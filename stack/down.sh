@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Stop only the brokers up.sh started (by recorded pid); brokers found running are left alone.
+# Usage: down.sh [kafka] [rabbitmq]   (both when none is named)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -29,5 +30,8 @@ stop_rabbitmq() {
   rm -f "$f" "$STATE/rabbitmq.node"
 }
 
-stop_kafka
-stop_rabbitmq
+for broker in "${@:-kafka rabbitmq}"; do
+  for b in $broker; do
+    case "$b" in kafka) stop_kafka ;; rabbitmq) stop_rabbitmq ;; *) die "unknown broker $b (kafka, rabbitmq)" ;; esac
+  done
+done

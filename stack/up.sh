@@ -2,6 +2,7 @@
 # Start the local Kafka (KRaft, 127.0.0.1:9092) and RabbitMQ (127.0.0.1:5672, guest/guest).
 # Idempotent: a broker already listening on its port is reused and left alone by down.sh,
 # which stops only what this script started (recorded in .stack/*.pid).
+# Usage: up.sh [kafka] [rabbitmq]   (both when none is named)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -90,18 +91,24 @@ start_rabbitmq() {
       || { tail -20 "$STATE/apt.log"; die "could not install rabbitmq-server"; }
   fi
   say "RabbitMQ: starting"
-  mkdir -p "$STATE/rabbitmq"
-  cat >"$STATE/rabbitmq/rabbitmq.conf" <<CONF
+  local node="${RABBITMQ_NODENAME:-rabbit@localhost}" conf
+  # RabbitMQ runs as its own user, which may not read our state dir (pytest's tmp dirs are 0700):
+  # its config and TLS files go to its home.
+  conf="$(getent passwd rabbitmq | cut -d: -f6)/pipeline/$node"
+  as_root mkdir -p "$conf"
+  as_root cp "$TLS/ca.pem" "$TLS/server.pem" "$TLS/server.key" "$conf/"
+  as_root tee "$conf/rabbitmq.conf" >/dev/null <<CONF
 listeners.tcp.default = 127.0.0.1:$AMQP_PORT
 listeners.ssl.default = 127.0.0.1:$AMQP_TLS_PORT
-ssl_options.cacertfile = $TLS/ca.pem
-ssl_options.certfile = $TLS/server.pem
-ssl_options.keyfile = $TLS/server.key
+ssl_options.cacertfile = $conf/ca.pem
+ssl_options.certfile = $conf/server.pem
+ssl_options.keyfile = $conf/server.key
 ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false
 CONF
-  as_root env RABBITMQ_CONFIG_FILE="$STATE/rabbitmq/rabbitmq.conf" \
-      RABBITMQ_NODENAME="${RABBITMQ_NODENAME:-rabbit@localhost}" rabbitmq-server -detached >"$STATE/rabbitmq.out" 2>&1
+  as_root chown -R rabbitmq: "$conf"; as_root chmod 0600 "$conf/server.key"
+  as_root env RABBITMQ_CONFIG_FILE="$conf/rabbitmq.conf" RABBITMQ_DIST_PORT=$((AMQP_PORT + 20000)) \
+      RABBITMQ_NODENAME="$node" rabbitmq-server -detached >"$STATE/rabbitmq.out" 2>&1
   echo "${RABBITMQ_NODENAME:-rabbit@localhost}" >"$STATE/rabbitmq.node"
   for _ in $(seq 1 240); do
     if listening "$AMQP_PORT" && as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" -q await_startup >/dev/null 2>&1; then
@@ -112,9 +119,13 @@ CONF
     fi
     sleep 0.5
   done
-  cat "$STATE/rabbitmq.out"; die "RabbitMQ did not become ready in 120 s"
+  cat "$STATE/rabbitmq.out"; tail -20 "/var/log/rabbitmq/$(cat "$STATE/rabbitmq.node").log" 2>/dev/null
+  die "RabbitMQ did not become ready in 120 s"
 }
 
 bash "$STACK/certs.sh"
-start_kafka
-start_rabbitmq
+for broker in "${@:-kafka rabbitmq}"; do
+  for b in $broker; do
+    case "$b" in kafka) start_kafka ;; rabbitmq) start_rabbitmq ;; *) die "unknown broker $b (kafka, rabbitmq)" ;; esac
+  done
+done

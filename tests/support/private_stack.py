@@ -1,0 +1,68 @@
+"""A private Kafka and RabbitMQ on free ports, for tests that stop or restart a broker: the shared
+brokers of `make up` serve every other test at the same time and must never be touched."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_block() -> int:
+    """A base port B with B..B+9 free, and B+5+20000 (RabbitMQ's distribution port) free too."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000, 10)
+        if all(_free(p) for p in range(base, base + 10)) and _free(base + 5 + 20000):
+            return base
+    raise RuntimeError("no free block of ports")
+
+
+class PrivateStack:
+    def __init__(self, state_dir: Path, name: str) -> None:
+        base = _free_block()
+        # Kafka B, its controller B+1, SASL_SSL B+2; RabbitMQ TLS B+4, AMQP B+5
+        self.kafka_port, self.amqp_port = base, base + 5
+        self.env = {
+            **os.environ,
+            "PIPELINE_STACK_DIR": str(state_dir),
+            "KAFKA_PORT": str(self.kafka_port),
+            "KAFKA_CONTROLLER_PORT": str(base + 1),
+            "KAFKA_SECURE_PORT": str(base + 2),
+            "AMQP_PORT": str(self.amqp_port),
+            "RABBITMQ_NODENAME": f"rabbit-{name}@localhost",
+        }
+        self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        self.amqp_url = f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
+
+    def _run(self, script: str, *brokers: str) -> None:
+        done = subprocess.run(["bash", str(ROOT / "stack" / script), *brokers], env=self.env,
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"stack/{script} {' '.join(brokers)} failed: {done.stdout}{done.stderr}")
+
+    def start(self, *brokers: str) -> None:
+        """Start `kafka`, `rabbitmq`, or both when none is named."""
+        self._run("up.sh", *brokers)
+
+    def stop(self, *brokers: str) -> None:
+        self._run("down.sh", *brokers)
+
+    def __enter__(self) -> "PrivateStack":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
