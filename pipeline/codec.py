@@ -71,7 +71,12 @@ def avro_dir() -> Path:
     override = os.environ.get("PIPELINE_AVRO_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "avro"
+    beside = Path(__file__).resolve().parent.parent / "avro"
+    # In a non-editable install the folder beside the package is site-packages/avro: Apache's
+    # avro library, not our schemas. Say so instead of failing on a missing file later.
+    if not (beside / "notification.avsc").is_file():
+        raise CodecError(f"the Avro schemas are not in {beside}: set PIPELINE_AVRO_DIR to the repository's avro/ folder")
+    return beside
 
 
 _BY_NAME: dict[str, Schema] = {}
