@@ -70,6 +70,8 @@ class WorkerSettings:
 @dataclass(slots=True)
 class Metrics:
     events: int = 0  # relay records read
+    first_at: float = 0.0  # monotonic clock at the first record (rate = events / (last_at - first_at))
+    last_at: float = 0.0
     processed: int = 0  # new events folded into state
     duplicates: int = 0
     beyond_horizon: int = 0  # older than the dedup memory: counted, not processed

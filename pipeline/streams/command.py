@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import resource
 import sys
 import time
@@ -145,6 +146,9 @@ def _install_web(rt) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # faust's compiled stream iterator awaits the channel for every event even when values are
+    # queued; the pure-Python one takes them directly (measured: about a third more events/s)
+    os.environ.setdefault("NO_CYTHON", "1")
     import faust
 
     from . import topics
@@ -170,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "beyond_horizon": m.beyond_horizon, "undecodable": m.undecodable, "unkeyed": m.unkeyed,
         "outputs": dict(m.outputs), "alerts": dict(m.alerts), "replay_suppressed": m.replay_suppressed,
         "elapsed_s": round(elapsed, 3),
+        "events_per_s": round((m.events - 1) / (m.last_at - m.first_at)) if m.last_at > m.first_at else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     print(orjson.dumps(summary).decode(), file=sys.stderr, flush=True)

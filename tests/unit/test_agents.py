@@ -28,6 +28,9 @@ class Harness:
         self.sent: list = []
         self.clock_node = str(uuid.uuid4())  # its events move the watermark, it has no operations
         rt.processor.sink = lambda kind, key, out, partition: self.sent.append(out)
+        # faust's own table writes (buffered changelog, never flushed without a broker) instead of
+        # the worker's direct producer path
+        rt.processor.resources, rt.processor.loss = rt.resources, rt.loss
 
     async def put(self, body: bytes) -> dict:
         event = s.normalized(body)
