@@ -30,6 +30,16 @@ def env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
 
 
+def env_float(name: str, default: float) -> float:
+    raw = env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
 def secret(name: str) -> str | None:
     """`NAME` from the environment, or the content of the file named by `NAME_FILE`."""
     path = env(f"{name}_FILE")
