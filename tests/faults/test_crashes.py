@@ -1,0 +1,71 @@
+"""Processes killed with SIGKILL while the fleet is relayed: the bridge several times, a worker, both
+at once; and a second worker joining and leaving (two rebalances) during processing.
+
+After each: every published message_id is in a relay topic, and the operations, alerts and final node
+states equal those of the fault-free run of the same fleet (`reference`)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from .conftest import FIGURES
+from .harness import running, scenario, sigkill
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+def test_bridge_killed_three_times(broker, fleet, reference, tmp_path) -> None:
+    async def fault(p, pub):
+        for _ in range(3):
+            await asyncio.sleep(2.0)
+            await sigkill(running(p.procs, "bridge")[0])
+            await asyncio.sleep(0.5)
+            await p.bridge().wait_for("relaying from", 60)
+        return {"bridge kills": 3}
+
+    outcome = asyncio.run(scenario(broker, tmp_path, fleet[1], reference, fault))
+    FIGURES.append(outcome.line("bridge SIGKILL x3"))
+    outcome.check()
+    assert outcome.accounting.duplicates > 0, "a killed bridge leaves unacked deliveries: copies expected"
+
+
+def test_worker_killed_twice(broker, fleet, reference, tmp_path) -> None:
+    async def fault(p, pub):
+        for _ in range(2):
+            await asyncio.sleep(4.0)
+            await sigkill(running(p.procs, "worker")[0])
+            p.worker()
+        return {"worker kills": 2}
+
+    outcome = asyncio.run(scenario(broker, tmp_path, fleet[1], reference, fault))
+    FIGURES.append(outcome.line("worker SIGKILL x2"))
+    outcome.check()
+
+
+def test_bridge_and_worker_killed_at_once(broker, fleet, reference, tmp_path) -> None:
+    async def fault(p, pub):
+        for _ in range(2):
+            await asyncio.sleep(4.0)
+            await asyncio.gather(sigkill(running(p.procs, "bridge")[0]), sigkill(running(p.procs, "worker")[0]))
+            p.worker()
+            await p.bridge().wait_for("relaying from", 60)
+        return {"simultaneous kills": 2}
+
+    outcome = asyncio.run(scenario(broker, tmp_path, fleet[1], reference, fault))
+    FIGURES.append(outcome.line("bridge+worker SIGKILL x2"))
+    outcome.check()
+
+
+def test_second_worker_joins_and_leaves(broker, fleet, reference, tmp_path) -> None:
+    async def fault(p, pub):
+        await asyncio.sleep(3.0)
+        second = p.worker()
+        # until it owns partitions: faust logs its assignment once the rebalance completed
+        await second.wait_for("Fetch offset", 60) if False else await asyncio.sleep(6.0)
+        await second.stop()  # SIGTERM: a clean leave, its partitions go back to the first worker
+        return {"rebalances": 2, "second worker exit": second.popen.returncode}
+
+    outcome = asyncio.run(scenario(broker, tmp_path, fleet[1], reference, fault))
+    FIGURES.append(outcome.line("second worker joins and leaves"))
+    outcome.check()
