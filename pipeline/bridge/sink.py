@@ -49,7 +49,7 @@ class SinkSettings:
     bootstrap_servers: list[str]
     topic_partitions: int = 6
     replication_factor: int = 1
-    compression: str = "gzip"
+    compression: str = "none"
     linger_ms: int = 10
     max_batch_bytes: int = 512 * 1024
     max_request_bytes: int = 1024 * 1024
