@@ -111,6 +111,7 @@ class Relay:
         self.relayed = 0
         self.deadlettered = 0
         self.filtered = 0
+        self.last_ack = time.perf_counter()
 
     # -- per delivery -------------------------------------------------------------------------
 
@@ -179,7 +180,8 @@ class Relay:
             else:
                 self._retry(d, topic, value, key, headers, dead, attempt, exc)
             return
-        metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
+        now = self.last_ack = time.perf_counter()
+        metrics.PRODUCE_LATENCY.observe(now - started)
         if dead:
             self.deadlettered += 1
             metrics.DEADLETTERED.labels(reason_class(headers[0][1].decode())).inc()
@@ -227,6 +229,22 @@ class Relay:
         if self.in_flight == 0 and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
+    async def watch_kafka(self, stall_s: float = 5.0) -> None:
+        """One log line when Kafka stops acknowledging while records wait, one when it resumes.
+        (aiokafka retries quietly inside its request timeout, so a short outage raises nothing.)"""
+        stalled_since = None
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.perf_counter()
+            if stalled_since is None:
+                if self.in_flight and now - self.last_ack > stall_s:
+                    stalled_since = self.last_ack
+                    log.warning("Kafka has acknowledged nothing for %.0fs; %d deliveries wait, "
+                                "no new ones are taken", now - self.last_ack, self.in_flight)
+            elif self.last_ack > stalled_since:
+                log.info("Kafka acknowledging again after %.0fs", self.last_ack - stalled_since)
+                stalled_since = None
+
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -234,6 +252,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         watcher = loop.create_task(stop.wait())
         watcher.add_done_callback(lambda _: self.source.stop())
+        kafka_watch = loop.create_task(self.watch_kafka())
         bound = self.settings.max_in_flight
         try:
             async for d in self.source:
@@ -247,6 +266,7 @@ class Relay:
         finally:
             watcher.cancel()
             await self.drain(self.settings.shutdown_timeout_s)
+            kafka_watch.cancel()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every delivery is settled; False when `timeout` passed first."""
