@@ -163,3 +163,60 @@ def test_kafka_stopped_for_20_seconds(tmp_path: Path, unique: str, private_kafka
     print(f"\n{OUTAGE_N} notifications, Kafka down 20 s: all in Kafka, {duplicates} duplicates; "
           f"queue depth while down up to {depth_while_down}; bridge RSS {min(rss_kb) / 1024:.0f}-{peak:.0f} MB")
     assert peak < 250, f"bridge RSS {peak:.0f} MB"
+
+
+# --- RabbitMQ closes the bridge's connection ------------------------------------------------------
+
+
+def rabbitmqctl(*args: str) -> str:
+    node = (ROOT / ".stack" / "rabbitmq.node")
+    name = node.read_text().strip() if node.exists() else "rabbit@localhost"
+    cmd = ["rabbitmqctl", "-n", name, "-q", *args]
+    if os.geteuid() != 0:
+        cmd = ["sudo", "-n", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def close_consumer_connections(queue: str) -> int:
+    """Close, on the broker side, the connections consuming `queue` (only the test's own bridge)."""
+    channels = {line.split("\t")[1] for line in rabbitmqctl("list_consumers", "queue_name", "channel_pid").splitlines()
+                if line.startswith(queue + "\t")}
+    connections = {line.split("\t")[1] for line in rabbitmqctl("list_channels", "pid", "connection").splitlines()
+                   if line.split("\t")[0] in channels}
+    for pid in connections:
+        rabbitmqctl("close_connection", pid, "bridge test: connection closed by the broker")
+    return len(connections)
+
+
+def test_amqp_connection_lost_mid_relay(tmp_path: Path, unique: str) -> None:
+    if not shutil.which("rabbitmqctl"):
+        pytest.skip("rabbitmqctl is not on PATH (RabbitMQ not started by make up here)")
+    n = 4000
+    queue, prefix = f"bridge-test-{unique}", f"t{unique}."
+    bridge = Bridge(*bridge_args(queue, prefix, *unique_bindings(unique), "--no-precreate-topics"),
+                    log=tmp_path / "bridge.log").start()
+    publisher = PublishInBackground(n, unique)
+    try:
+        bridge.wait_for_log("RabbitMQ connected")
+        publisher.start()
+        time.sleep(1.0)
+        assert publisher.is_alive()
+        assert close_consumer_connections(queue) == 1
+        bridge.wait_for_log("RabbitMQ connected", count=2, timeout=60)
+        publisher.join(300)
+        assert publisher.error is None, publisher.error
+        records = run(read_all(prefix, n, timeout=120))
+        deadline = time.monotonic() + 30
+        while run(queue_depth(queue)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert run(queue_depth(queue)) == 0
+        assert bridge.proc.poll() is None
+    finally:
+        bridge.stop()
+        run(cleanup_amqp(queue, unique))
+    log = (tmp_path / "bridge.log").read_text()
+    assert "RabbitMQ connection lost" in log or "RabbitMQ channel closed" in log, log
+    duplicates = check_all_relayed(records, n)
+    print(f"\n{n} notifications, AMQP connection closed by the broker mid-relay: all in Kafka, "
+          f"{duplicates} duplicates")
+    run(delete_topics(prefix))
