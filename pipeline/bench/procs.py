@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Names", "Proc", "count_records", "delete_queues", "delete_topics", "proc_status_mb", "start_bridge", "start_worker"]
+__all__ = ["Names", "Proc", "RecordCounter", "count_records", "delete_queues", "delete_topics", "proc_status_mb", "start_bridge", "start_worker"]
 
 
 def proc_status_mb(pid: int, key: str) -> float | None:
@@ -74,12 +74,14 @@ class Names:
 class Proc:
     """A `python -m pipeline ...` child, its stderr kept in a file for errors and readiness."""
 
-    def __init__(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str] | None = None,
+                 profile: Path | None = None) -> None:
         self.name = name
+        self.profile = profile  # cProfile output, written when the process exits normally
         self.log = Path(tempfile.mkstemp(prefix=f"pipeline-{name}-", suffix=".log")[1])
         self._log_file = self.log.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *args],
+            [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "pipeline", *args],
             stdout=subprocess.DEVNULL, stderr=self._log_file, env={**os.environ, **(env or {})},
             start_new_session=True,  # our Ctrl-C is not theirs: we stop them in order
         )
@@ -140,21 +142,23 @@ class Proc:
 
 
 def start_bridge(names: Names, *, amqp_url: str, bootstrap: str, partitions: int = 6,
-                 extra: Iterable[str] = ()) -> Proc:
+                 extra: Iterable[str] = (), profile: Path | None = None) -> Proc:
     args = ["bridge", "--source", "amqp", "--amqp-url", amqp_url, "--amqp-queue", names.queue,
             "--kafka-bootstrap-servers", bootstrap, "--topic-prefix", names.topic_prefix,
             "--topic-partitions", str(partitions), "--metrics-port", "0", *extra]
     for binding in names.bindings():
         args += ["--amqp-binding", binding]
-    return Proc("bridge", args)
+    return Proc("bridge", args, profile=profile)
 
 
 def start_worker(names: Names, *, bootstrap: str, partitions: int = 6, data_dir: str,
-                 extra: Iterable[str] = ()) -> Proc:
+                 store: str = "memory://", web_port: int | None = None, extra: Iterable[str] = (),
+                 profile: Path | None = None) -> Proc:
     args = ["worker", "--kafka-bootstrap-servers", bootstrap, "--topic-prefix", names.topic_prefix,
             "--output-prefix", names.output_prefix, "--app-id", names.app_id, "--topic-partitions",
-            str(partitions), "--store", "memory://", "--data-dir", data_dir, "--no-web", *extra]
-    return Proc("worker", args)
+            str(partitions), "--store", store, "--data-dir", data_dir,
+            *(["--web-port", str(web_port)] if web_port else ["--no-web"]), *extra]
+    return Proc("worker", args, profile=profile)
 
 
 async def delete_queues(amqp_url: str, queues: Iterable[str]) -> None:
@@ -177,22 +181,39 @@ async def delete_queues(amqp_url: str, queues: Iterable[str]) -> None:
         await connection.close()
 
 
-async def count_records(bootstrap: str, topics: Sequence[str]) -> int:
-    """Records in `topics` (sum of end offsets; the topics are new, so nothing was truncated)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+class RecordCounter:
+    """Records in a set of topics (sum of end offsets; the topics are new, nothing was truncated),
+    polled cheaply by one long-lived client."""
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap.split(","))
-    await consumer.start()
-    try:
-        existing = await consumer.topics()
-        partitions = [TopicPartition(t, p) for t in topics if t in existing
-                      for p in (consumer.partitions_for_topic(t) or ())]
-        if not partitions:
+    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self.topics = list(topics)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap.split(","))
+        self.partitions: list = []
+
+    async def __aenter__(self) -> "RecordCounter":
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def count(self) -> int:
+        from aiokafka import TopicPartition
+
+        if len(self.partitions) < len(self.topics):  # topics appear as the bridge creates them
+            metadata = await self.consumer._client.fetch_all_metadata()
+            self.partitions = [TopicPartition(t, p) for t in self.topics
+                               for p in sorted(metadata.partitions_for_topic(t) or ())]
+        if not self.partitions:
             return 0
-        ends = await consumer.end_offsets(partitions)
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
+        return sum((await self.consumer.end_offsets(self.partitions)).values())
+
+
+async def count_records(bootstrap: str, topics: Sequence[str]) -> int:
+    async with RecordCounter(bootstrap, topics) as counter:
+        return await counter.count()
 
 
 async def delete_topics(bootstrap: str, prefixes: Iterable[str]) -> None:

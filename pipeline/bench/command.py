@@ -1,0 +1,346 @@
+"""`pipeline bench` (`make bench`): the pipeline's figures next to the raw limits of this machine,
+measured in one run on the same records, on the local Kafka and RabbitMQ.
+
+Order of the stages (each prints progress on stderr):
+
+1. core: decode + classify + mask + Avro-encode on one core (`pipeline.bench.core`).
+2. records: a simulated fleet's notifications, rendered once as oslo's rabbit driver publishes them.
+3. oslo: how fast oslo.messaging's own Notifier driver publishes (one message at a time, as a
+   service does). It is too slow to feed the other stages on this machine, so they publish the very
+   same bytes with aio-pika (a unit test holds the rendering byte-identical to oslo's).
+4. RabbitMQ limit: the bodies into a queue, then a bare aio-pika consumer drains it.
+5. Kafka limit: a bare aiokafka producer (the bridge's producer settings) writes the records the
+   bridge would write.
+6. bridge: the bodies into the bridge's queue, then `pipeline bridge` relays the backlog.
+7. Kafka consume limit: a bare aiokafka consumer reads the bridge's records.
+8. worker: `pipeline worker` (every agent, RocksDB store, web views) reads the same records.
+9. end to end: with bridge and worker running, events published at a fixed rate (1,000/s) through
+   the exchanges; each terminal event timed from its publish to its operation record in Kafka.
+10. memory: peak RSS (VmHWM) of bridge and worker; then a fresh worker reads one record pair per node
+    of a 100,000-node fleet and its RSS is read when it has read them all.
+
+Every run uses its own queue, topics and consumer groups (`bench-<run>`), deleted at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import pstats
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError, add_amqp_args, env, env_int
+
+from . import stages
+from .procs import Names, Proc, count_records, delete_queues, delete_topics, start_bridge, start_worker
+
+TARGETS = {
+    "bridge_ratio": 0.7,  # bridge >= 0.7 x the lower of its two limits
+    "worker_ratio": 0.3,  # worker >= 0.3 x the bare consumer
+    "worker_rate": 10_000.0,
+    "e2e_p99_ms": 250.0,
+    "worker_rss_mb_100k_nodes": 1024.0,
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=env_int("BENCH_EVENTS", 50_000),
+                        help="records for the rate stages (env BENCH_EVENTS; default %(default)s)")
+    parser.add_argument("--nodes", type=int, default=1000, help="fleet size for those records (default %(default)s)")
+    parser.add_argument("--images", type=int, default=100, help="Glance images in that fleet (default %(default)s)")
+    parser.add_argument("--oslo-events", type=int, default=3000,
+                        help="events published through oslo.messaging's driver to time it (default %(default)s)")
+    parser.add_argument("--e2e-rate", type=float, default=1000.0, help="offered load of the latency stage, events/s")
+    parser.add_argument("--e2e-seconds", type=float, default=30.0, help="length of the latency stage (default %(default)s)")
+    parser.add_argument("--rss-nodes", type=int, default=100_000,
+                        help="fleet size of the worker memory stage (default %(default)s)")
+    parser.add_argument("--core-seconds", type=float, default=3.0)
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of the bench's topics")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="run bridge and worker under cProfile and print their hottest functions "
+                             "(slows them: the rates of such a run are not the figures)")
+    parser.add_argument("--report", type=Path, default=Path(env("BENCH_REPORT", ".bench/report.json")),
+                        help="JSON report (env BENCH_REPORT; default %(default)s)")
+    parser.add_argument("--kafka-bootstrap-servers", default=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+                        help="(env KAFKA_BOOTSTRAP_SERVERS; default %(default)s)")
+    add_amqp_args(parser)
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _ratio(value: float | None, limit: float | None) -> float | None:
+    if value is None or limit in (None, 0) or math.isnan(value) or math.isnan(limit):
+        return None
+    return value / limit
+
+
+def table(r: dict[str, Any]) -> str:
+    """figure | value | limit | ratio | target | met?"""
+    def num(v: Any, unit: str = "/s") -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "n/a"
+        return f"{v:,.0f}{unit}" if unit == "/s" else f"{v:,.1f} {unit}".rstrip()
+
+    def met(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("yes" if ok else "NO")
+
+    bridge_limit = min(r["amqp_drain_rate"], r["kafka_produce_rate"])
+    bridge_ratio = _ratio(r["bridge_rate"], bridge_limit)
+    worker_ratio = _ratio(r["worker_rate"], r["kafka_consume_rate"])
+    p99 = r.get("e2e_p99_ms")
+    rss100k = r.get("worker_rss_mb_100k_nodes")
+    limit_name = "aio-pika drain" if r["amqp_drain_rate"] <= r["kafka_produce_rate"] else "aiokafka produce"
+    rows = [
+        ("figure", "value", "limit", "ratio", "target", "met?"),
+        ("bridge relay RabbitMQ->Kafka", num(r["bridge_rate"]), f"{num(bridge_limit)} ({limit_name})",
+         f"{bridge_ratio:.2f}" if bridge_ratio is not None else "n/a", ">= 0.70 x limit",
+         met(None if bridge_ratio is None else bridge_ratio >= TARGETS["bridge_ratio"])),
+        ("  bare aio-pika drain", num(r["amqp_drain_rate"]), "", "", "", ""),
+        ("  bare aiokafka produce", num(r["kafka_produce_rate"]), "", "", "", ""),
+        ("worker, every agent on", num(r["worker_rate"]), f"{num(r['kafka_consume_rate'])} (aiokafka consume)",
+         f"{worker_ratio:.2f}" if worker_ratio is not None else "n/a", ">= 0.30 x limit, >= 10,000/s",
+         met(None if worker_ratio is None else (worker_ratio >= TARGETS["worker_ratio"]
+                                                and r["worker_rate"] >= TARGETS["worker_rate"]))),
+        (f"end to end p50 at {r.get('e2e_offered_rate', 0):,.0f}/s", num(r.get("e2e_p50_ms"), "ms"), "", "", "", ""),
+        (f"end to end p99 at {r.get('e2e_offered_rate', 0):,.0f}/s", num(p99, "ms"), "", "", "< 250 ms",
+         met(None if p99 is None else p99 < TARGETS["e2e_p99_ms"])),
+        ("bridge peak RSS", num(r.get("bridge_peak_rss_mb"), "MB"), "", "", "", ""),
+        ("worker peak RSS", num(r.get("worker_peak_rss_mb"), "MB"), "", "", "", ""),
+        (f"worker RSS at {r.get('rss_nodes', 0):,} nodes", num(rss100k, "MB"), "", "", "< 1,024 MB",
+         met(None if rss100k is None else rss100k < TARGETS["worker_rss_mb_100k_nodes"])),
+        ("core: decode+classify+mask+Avro, 1 core", num(r.get("core_rate")), "", "", "", ""),
+        ("oslo.messaging Notifier publish", num(r.get("oslo_publish_rate")), "", "", "", ""),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def profile_top(path: Path, count: int = 15) -> str:
+    if not path.exists():
+        return f"(no profile at {path}: the process did not exit normally)"
+    import io
+
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.sort_stats("tottime").print_stats(count)
+    return "\n".join(line for line in out.getvalue().splitlines() if line.strip())[-4000:]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.bootstrap = args.kafka_bootstrap_servers
+        from pipeline.bridge.command import amqp_url
+
+        self.amqp = amqp_url(args.amqp_url)
+        self.report: dict[str, Any] = {}
+        self.names = Names()
+        self.procs: list[Proc] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+        self.started = time.perf_counter()
+
+    def stage(self, text: str) -> None:
+        say(f"[{time.perf_counter() - self.started:6.1f}s] {text}")
+
+    async def run(self) -> dict[str, Any]:
+        a, r, names = self.args, self.report, self.names
+        r.update({"run": names.run, "events": a.events, "nodes": a.nodes, "images": a.images,
+                  "partitions": a.partitions, "rss_nodes": a.rss_nodes,
+                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        from .core import measure_core
+        from .records import Workload, kafka_record
+
+        self.stage(f"core: {a.core_seconds:.0f} s of decode + classify + mask + Avro encode")
+        core = measure_core(a.core_seconds)
+        r["core_rate"] = round(core["core_rate"], 1)
+        say(f"  core: {core['core_rate']:,.0f} events/s on one core")
+
+        self.stage(f"records: {a.events:,} notifications of a {a.nodes:,}-node, {a.images:,}-image fleet")
+        from pipeline.simulate.outputs import Topics
+
+        topics = Topics(ironic=names.ironic_topic, glance=names.glance_topic)
+        work = Workload(a.nodes, a.images, seed=a.seed, topics=topics)
+        bodies = work.publish_list(a.events)
+        kafka_records = [kafka_record(p.body, f"bench-{names.run}.limit.") for p in bodies]
+        r["body_bytes_avg"] = round(sum(len(p.body) for p in bodies) / len(bodies), 1)
+
+        self.stage(f"oslo.messaging: {a.oslo_events:,} notifications through its rabbit driver")
+        oslo_events = list(work.events(a.oslo_events))
+        r["oslo_publish_rate"] = round(await stages.oslo_publish_rate(self.amqp, oslo_events, topics, say), 1)
+        await delete_queues(self.amqp, names.oslo_default_queues())
+
+        self.stage("RabbitMQ limit: fill a queue, drain it with a bare aio-pika consumer")
+        drain_queue = f"{names.queue}-drain"
+        await stages.declare_queue(self.amqp, drain_queue)
+        r["amqp_publish_rate"] = round(await stages.fill_queue(self.amqp, drain_queue, bodies, say, "publish"), 1)
+        r["amqp_drain_rate"] = round(await stages.amqp_drain(self.amqp, drain_queue, len(bodies), say), 1)
+
+        self.stage("Kafka limit: a bare aiokafka producer writes the bridge's records")
+        r["kafka_produce_rate"] = round(await stages.kafka_produce(self.bootstrap, kafka_records, a.partitions, say), 1)
+        del kafka_records
+
+        self.stage("bridge: fill its queue, then `pipeline bridge` relays the backlog")
+        await stages.declare_queue(self.amqp, names.queue)
+        await stages.fill_queue(self.amqp, names.queue, bodies, say, "publish")
+        bridge = self._spawn(start_bridge(names, amqp_url=self.amqp, bootstrap=self.bootstrap,
+                                          partitions=a.partitions, profile=self._profile("bridge")))
+        relay_topics = self._relay_topics()
+        r["bridge_rate"] = round(await stages.wait_relayed(bridge, self.bootstrap, relay_topics, len(bodies), say), 1)
+
+        # the worker reads the families that have operations (not image.member, metadef_*): both
+        # it and its limit read exactly those topics
+        from pipeline.streams.topics import Topics as WorkerTopics
+
+        worker_topics = list(WorkerTopics.named(names.topic_prefix, names.output_prefix).sources)
+        worker_records = await count_records(self.bootstrap, worker_topics)
+        r["worker_records"] = worker_records
+        self.stage(f"Kafka consume limit: a bare aiokafka consumer reads the worker's {worker_records:,} records")
+        r["kafka_consume_rate"] = round(await stages.kafka_consume(self.bootstrap, worker_topics, worker_records, say), 1)
+
+        self.stage("worker: `pipeline worker` (every agent, RocksDB) reads the same records")
+        port = stages.free_port()
+        worker = self._spawn(start_worker(names, bootstrap=self.bootstrap, partitions=a.partitions,
+                                          data_dir=str(self.tmp / "worker"), store="rocksdb://", web_port=port,
+                                          profile=self._profile("worker")))
+        rate, source = await stages.wait_worker(worker, port, self.bootstrap, names.app_id, worker_records, say)
+        r["worker_rate"], r["worker_rate_measured_by"] = round(rate, 1), source
+
+        count = int(a.e2e_rate * a.e2e_seconds)
+        self.stage(f"end to end: {count:,} events at {a.e2e_rate:,.0f}/s through RabbitMQ, bridge and worker")
+        e2e_records = work.publish_list(count)
+        r.update(await stages.end_to_end(self.amqp, self.bootstrap, f"{names.output_prefix}operations",
+                                         e2e_records, a.e2e_rate, say))
+        say(f"  p50 {r['e2e_p50_ms']} ms, p99 {r['e2e_p99_ms']} ms over {r['e2e_matched']:,} of "
+            f"{r['e2e_operations']:,} operations")
+
+        self.stage("memory: stop bridge and worker, read their peak RSS")
+        for proc in (bridge, worker):
+            await proc.stop()
+        r["bridge_peak_rss_mb"] = round(bridge.peak_rss_mb, 1)
+        r["worker_peak_rss_mb"] = round(worker.peak_rss_mb, 1)
+        if a.profile:
+            r["profiles"] = {p.name: str(p.profile) for p in (bridge, worker)}
+
+        await self._rss_100k()
+        r["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        return r
+
+    async def _rss_100k(self) -> None:
+        a, r = self.args, self.report
+        names = Names(run=f"{self.names.run}-rss")
+        self.stage(f"memory at {a.rss_nodes:,} nodes: one console_set start/end per node, straight to the relay topics")
+        from pipeline.simulate.outputs import KafkaOutput, Topics
+        from pipeline.simulate.command import unique_id
+        from pipeline.simulate.fleet import Fleet
+
+        fleet = Fleet(a.rss_nodes, 0, seed=a.seed, start=time_now(), keep_operations=False)
+        output = KafkaOutput(self.bootstrap.split(","), names.topic_prefix, a.partitions, "avro", Topics())
+        await output.start()
+        tick = stages.Ticker(say, "produce", 2 * a.rss_nodes)
+        sent = 0
+        for event in fleet.sweep():
+            await output.send(event, unique_id(event.message_id))
+            sent += 1
+            tick(sent)
+        await output.close()
+        del fleet
+        port = stages.free_port()
+        worker = self._spawn(start_worker(names, bootstrap=self.bootstrap, partitions=a.partitions,
+                                          data_dir=str(self.tmp / "worker-rss"), store="rocksdb://", web_port=port))
+        await stages.wait_worker(worker, port, self.bootstrap, names.app_id, sent, say, label="worker (memory stage)")
+        await asyncio.sleep(2.0)  # let the last outputs and changelog writes happen
+        rss = worker.sample()
+        r["worker_rss_mb_100k_nodes"] = round(rss, 1) if rss is not None else None
+        r["worker_peak_rss_mb_100k_nodes"] = round(worker.peak_rss_mb, 1)
+        r["rss_records"] = sent
+        await worker.stop()
+        self.extra_cleanup = names
+
+    def _profile(self, name: str) -> Path | None:
+        if not self.args.profile:
+            return None
+        self.args.report.parent.mkdir(parents=True, exist_ok=True)
+        return (self.args.report.parent / f"{name}.prof").resolve()
+
+    def _spawn(self, proc: Proc) -> Proc:
+        self.procs.append(proc)
+        return proc
+
+    def _relay_topics(self) -> list[str]:
+        from pipeline import catalog, events
+
+        return sorted({events.topic_for(row.family, self.names.topic_prefix) for row in catalog.ROWS})
+
+    async def cleanup(self) -> None:
+        for proc in self.procs:
+            await proc.stop(timeout=15)
+        names = [self.names, getattr(self, "extra_cleanup", None)]
+        queues = [self.names.queue, f"{self.names.queue}-drain", *self.names.oslo_default_queues()]
+        try:
+            await delete_queues(self.amqp, queues)
+        except Exception as exc:  # noqa: BLE001 - report, do not hide the figures
+            say(f"cleanup: queues not deleted ({exc})")
+        prefixes = [f"bench-{n.run}" for n in names if n is not None]
+        await delete_topics(self.bootstrap, prefixes)
+        for proc in self.procs:
+            if proc.alive() or proc.popen.returncode not in (0, None, -15):
+                say(f"{proc.name} log: {proc.tail(4)}")
+            proc.cleanup()
+
+
+def time_now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("events", "nodes", "oslo_events", "e2e_rate", "e2e_seconds", "rss_nodes", "partitions",
+                 "core_seconds"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    if args.images < 0:
+        raise ConfigError("--images must not be negative")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    bench = Bench(args)
+
+    async def main() -> dict[str, Any]:
+        # SIGTERM (a timeout, CI) cancels like Ctrl-C does, so the queues, topics and children go
+        task = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await bench.run()
+        finally:
+            await asyncio.shield(bench.cleanup())
+
+    try:
+        report = asyncio.run(main())
+    except asyncio.CancelledError:
+        say("bench: stopped")
+        return 130
+    except (OSError, ConnectionError) as exc:
+        raise ConfigError(f"a broker is not reachable ({exc}); run `make up`") from None
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    print(f"\nreport: {args.report} (run {report['run']}, {report['wall_seconds']:.0f} s)")
+    if args.profile:
+        for name, path in report.get("profiles", {}).items():
+            print(f"\n--- {name}: hottest functions (tottime) ---\n{profile_top(Path(path))}")
+    shutil.rmtree(bench.tmp, ignore_errors=True)
+    return 0

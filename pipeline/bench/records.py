@@ -1,0 +1,70 @@
+"""The benchmark's records: one simulated fleet, rendered once, used by every stage.
+
+The same bodies go through the bare aio-pika drain and the bridge; the same (topic, key, value,
+headers) the bridge produces go through the bare aiokafka producer; the bridge's output is what the
+bare consumer and the worker read. Bodies are rendered by `simulate.outputs.render`, which a unit
+test holds byte-identical to what oslo.messaging's rabbit driver publishes.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pipeline import codec, events
+from pipeline.simulate import outputs
+from pipeline.simulate.command import unique_id
+from pipeline.simulate.fleet import TERMINAL, Event, Fleet
+
+__all__ = ["Published", "Workload", "kafka_record"]
+
+
+@dataclass(slots=True)
+class Published:
+    """An AMQP body and where oslo would publish it; `end_key` marks an operation's terminal event."""
+
+    body: bytes
+    exchange: str
+    routing_key: str
+    end_key: tuple[str, str, str] | None  # (resource uuid, operation, end message id)
+
+
+def kafka_record(body: bytes, topic_prefix: str) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
+    """(topic, key, value, headers) exactly as the bridge produces a body (Avro value)."""
+    event = events.normalize(body, topic_prefix=topic_prefix)
+    fingerprint = codec.schema(codec.NOTIFICATION).fingerprint.hex()
+    headers = [
+        ("event_type", event["event_type"].encode()),
+        ("message_id", event["message_id"].encode()),
+        ("priority", event["priority"].encode()),
+        ("content-type", f"avro/binary; schema=notification; fingerprint={fingerprint}".encode()),
+    ]
+    return event["topic"], events.relay_key(event), codec.encode_event(event), headers
+
+
+@dataclass
+class Workload:
+    nodes: int
+    images: int
+    seed: int = 0
+    topics: outputs.Topics = field(default_factory=outputs.Topics)
+
+    def __post_init__(self) -> None:
+        start = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+        self.fleet = Fleet(self.nodes, self.images, seed=self.seed, start=start, keep_operations=False)
+        self._stream = self.fleet.events()
+
+    def events(self, count: int) -> Iterator[Event]:
+        """The next `count` events of the fleet's life (the fleet never winds down)."""
+        for _ in range(count):
+            yield next(self._stream)
+
+    def publish_list(self, count: int) -> list[Published]:
+        out = []
+        for event in self.events(count):
+            body, exchange, routing_key = outputs.render(event, unique_id(event.message_id), self.topics)
+            end_key = None
+            if event.op is not None and event.role in TERMINAL:
+                end_key = (event.op.resource_uuid, event.op.operation, event.message_id)
+            out.append(Published(body, exchange, routing_key, end_key))
+        return out

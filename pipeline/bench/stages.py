@@ -1,0 +1,387 @@
+"""The benchmark's stages: the raw limits (bare aio-pika, bare aiokafka, oslo's publisher) and the
+pipeline's own figures (bridge, worker, end-to-end latency, memory), each a coroutine that returns
+its figures. Progress goes to `say` (stderr)."""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import statistics
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aio_pika
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from pipeline import codec
+from pipeline.bridge.sink import partitioner
+
+from .procs import Proc, RecordCounter
+from .records import Published, kafka_record
+
+Say = Callable[[str], None]
+
+# The bridge's producer settings (pipeline.bridge.sink.SinkSettings defaults and the bridge's flags),
+# so the bare producer differs from the bridge only by having no bridge around it.
+PRODUCER = dict(enable_idempotence=True, acks="all", linger_ms=10, compression_type="gzip",
+                max_batch_size=512 * 1024, max_request_size=1024 * 1024, partitioner=partitioner)
+PREFETCH = 1000  # the bridge's --amqp-prefetch default
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Ticker:
+    """A progress line at most once a second."""
+
+    def __init__(self, say: Say, label: str, total: int) -> None:
+        self.say, self.label, self.total = say, label, total
+        self.start = self.next = time.perf_counter()
+
+    def __call__(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now >= self.next:
+            self.next = now + 1.0
+            rate = done / max(now - self.start, 1e-9)
+            self.say(f"  {self.label}: {done:,}/{self.total:,} ({rate:,.0f}/s)")
+
+
+# --- RabbitMQ ---------------------------------------------------------------------------------
+
+
+async def declare_queue(amqp_url: str, queue: str) -> None:
+    """The queue as the bridge declares it by default (durable, classic)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(queue, durable=True)
+
+
+async def fill_queue(amqp_url: str, queue: str, records: Sequence[Published], say: Say, label: str) -> float:
+    """Publish every body straight into `queue` (default exchange), with publisher confirms, in
+    windows of 1,000 unconfirmed; returns the publish rate."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = channel.default_exchange
+        tick = Ticker(say, label, len(records))
+        start = time.perf_counter()
+        window: list[asyncio.Future] = []
+        for n, record in enumerate(records, 1):
+            message = aio_pika.Message(record.body, content_type="application/json", content_encoding="utf-8",
+                                       delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            window.append(asyncio.ensure_future(exchange.publish(message, routing_key=queue)))
+            if len(window) >= 1000:
+                await asyncio.gather(*window)
+                window.clear()
+                tick(n)
+        await asyncio.gather(*window)
+        elapsed = time.perf_counter() - start
+        tick(len(records), force=True)
+    return len(records) / elapsed
+
+
+async def amqp_drain(amqp_url: str, queue: str, expected: int, say: Say) -> float:
+    """A bare aio-pika consumer (prefetch as the bridge's, acks batched with multiple=True): the
+    RabbitMQ side's limit for the bridge. Timed from the first delivery to the last."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=PREFETCH)
+        q = await channel.declare_queue(queue, durable=True)
+        done = asyncio.get_running_loop().create_future()
+        count = 0
+        first = 0.0
+        tick = Ticker(say, "bare aio-pika drain", expected)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal count, first
+            if count == 0:
+                first = time.perf_counter()
+            count += 1
+            if count % 100 == 0 or count == expected:
+                await message.ack(multiple=True)
+            tick(count)
+            if count >= expected and not done.done():
+                done.set_result(time.perf_counter())
+
+        tag = await q.consume(on_message)
+        end = await asyncio.wait_for(done, timeout=600)
+        await q.cancel(tag)
+        await q.delete(if_unused=False, if_empty=False)
+    return (expected - 1) / max(end - first, 1e-9)
+
+
+async def oslo_publish_rate(amqp_url: str, records: Sequence[Any], topics: Any, say: Say) -> float:
+    """oslo.messaging's own rabbit driver, one message at a time as a service sends them."""
+    from pipeline.simulate.command import unique_id
+    from pipeline.simulate.outputs import RabbitOutput, oslo_url
+
+    output = RabbitOutput(oslo_url(amqp_url), topics)
+    await output.start()
+    tick = Ticker(say, "oslo.messaging publish", len(records))
+    start = time.perf_counter()
+    for n, event in enumerate(records, 1):
+        await output.send(event, unique_id(event.message_id))
+        tick(n)
+    elapsed = time.perf_counter() - start
+    await output.close()
+    if output.failures:
+        raise RuntimeError(f"oslo failed to send {output.failures} notifications: {output._errors.last}")
+    return len(records) / elapsed
+
+
+# --- Kafka --------------------------------------------------------------------------------------
+
+
+async def create_topics(bootstrap: str, topics: Sequence[str], partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def kafka_produce(bootstrap: str, records: Sequence[tuple], partitions: int, say: Say) -> float:
+    """A bare aiokafka producer (the bridge's settings) writing the bridge's records; timed from the
+    first send to the last acknowledgement."""
+    await create_topics(bootstrap, [r[0] for r in records], partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap.split(","), client_id="pipeline-bench", **PRODUCER)
+    await producer.start()
+    try:
+        tick = Ticker(say, "bare aiokafka produce", len(records))
+        start = time.perf_counter()
+        pending: list[asyncio.Future] = []
+        for n, (topic, key, value, headers) in enumerate(records, 1):
+            pending.append(await producer.send(topic, value, key=key, headers=headers))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+                tick(n)
+        await asyncio.gather(*pending)
+        elapsed = time.perf_counter() - start
+        tick(len(records), force=True)
+    finally:
+        await producer.stop()
+    return len(records) / elapsed
+
+
+async def kafka_consume(bootstrap: str, topics: Sequence[str], expected: int, say: Say) -> float:
+    """A bare aiokafka consumer reading `topics` from the start (values decoded by nobody)."""
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap.split(","), group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        count = 0
+        first = 0.0
+        tick = Ticker(say, "bare aiokafka consume", expected)
+        deadline = time.monotonic() + 600
+        while count < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10000)
+            for records in batch.values():
+                if count == 0 and records:
+                    first = time.perf_counter()
+                count += len(records)
+            tick(count)
+        end = time.perf_counter()
+    finally:
+        await consumer.stop()
+    if count < expected:
+        raise RuntimeError(f"bare consumer read {count} of {expected} records")
+    return count / max(end - first, 1e-9)
+
+
+async def wait_relayed(bridge: Proc, bootstrap: str, topics: Sequence[str], expected: int, say: Say,
+                       timeout: float = 900) -> float:
+    """The bridge's relay rate on a full queue: records counted in Kafka (end offsets), from the
+    first to the `expected`-th, sampling the bridge's memory on the way."""
+    async with RecordCounter(bootstrap, topics) as counter:
+        return await _wait_relayed(bridge, counter, expected, say, timeout)
+
+
+async def _wait_relayed(bridge: Proc, counter: RecordCounter, expected: int, say: Say, timeout: float) -> float:
+    tick = Ticker(say, "bridge relay", expected)
+    first_t, first_n = None, 0
+    deadline = time.monotonic() + timeout
+    while True:
+        n = await counter.count()
+        now = time.perf_counter()
+        bridge.sample()
+        if first_t is None and n > 0:
+            first_t, first_n = now, n
+        tick(n)
+        if n >= expected:
+            return (n - first_n) / max(now - first_t, 1e-9) if first_t is not None else float("nan")
+        if not bridge.alive():
+            raise RuntimeError(f"bridge exited: {bridge.tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bridge relayed {n} of {expected} in {timeout:.0f}s")
+        await asyncio.sleep(0.2)
+
+
+_RELAY_RECORDS = re.compile(rb"^pipeline_relay_records(?:_total)?(?:\{[^}]*\})? ([0-9.e+]+)", re.M)
+
+
+def worker_records(port: int) -> int | None:
+    """Relay records the worker has read, from its /metrics; None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read()
+    except OSError:
+        return None
+    match = _RELAY_RECORDS.search(text)
+    return int(float(match.group(1))) if match else None
+
+
+async def committed(bootstrap: str, group: str) -> int:
+    """Fallback progress: the worker's committed offsets (faust commits every few seconds)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return sum(max(0, meta.offset) for tp, meta in offsets.items() if ".notifications." in tp.topic)
+    except Exception:  # noqa: BLE001 - the group may not exist yet
+        return 0
+    finally:
+        await admin.close()
+
+
+async def wait_worker(worker: Proc, port: int, bootstrap: str, group: str, expected: int, say: Say,
+                      label: str = "worker", timeout: float = 900) -> tuple[float, str]:
+    """The worker's rate on a full topic: relay records read (its /metrics, else its committed
+    offsets), from the first to the `expected`-th. Returns (rate, how it was measured)."""
+    tick = Ticker(say, label, expected)
+    first_t, first_n = None, 0
+    source = "metrics"
+    deadline = time.monotonic() + timeout
+    while True:
+        n = worker_records(port) if source == "metrics" else await committed(bootstrap, group)
+        if n is None:
+            n = 0
+            if time.monotonic() > deadline - timeout + 90:  # no /metrics after 90 s: read offsets
+                source = "committed offsets"
+        now = time.perf_counter()
+        worker.sample()
+        if first_t is None and n > 0:
+            first_t, first_n = now, n
+        tick(n)
+        if n >= expected:
+            rate = (n - first_n) / max(now - first_t, 1e-9) if first_t is not None else float("nan")
+            return rate, source
+        if not worker.alive():
+            raise RuntimeError(f"worker exited: {worker.tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker read {n} of {expected} in {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+# --- end to end ---------------------------------------------------------------------------------
+
+
+async def end_to_end(amqp_url: str, bootstrap: str, operations_topic: str, records: Sequence[Published],
+                     rate: float, say: Say, settle_s: float = 15.0) -> dict[str, Any]:
+    """Publish `records` at `rate` per second through the exchanges (routing keys as oslo's), and
+    time each terminal event from its publish to its operation record in Kafka (the record's
+    timestamp, set by the worker's producer; the time our consumer received it is kept too)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=20)
+    await consumer.start()
+    partitions = [TopicPartition(operations_topic, p) for p in (consumer.partitions_for_topic(operations_topic)
+                                                                or await _partitions(consumer, operations_topic))]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)
+
+    published: dict[str, float] = {}
+    by_record: list[float] = []
+    by_receipt: list[float] = []
+    done = asyncio.Event()
+
+    async def read() -> None:
+        while not done.is_set() or len(by_record) < len(published):
+            batch = await consumer.getmany(timeout_ms=100)
+            received = time.time()
+            for items in batch.values():
+                for item in items:
+                    record = codec.decode_value(item.value)
+                    sent = published.get(record.get("end_message_id") or "")
+                    if sent is not None:
+                        by_record.append(item.timestamp / 1000.0 - sent)
+                        by_receipt.append(received - sent)
+            if done.is_set() and time.monotonic() > settle_deadline:
+                return
+
+    settle_deadline = float("inf")
+    reader = asyncio.create_task(read())
+    connection = await aio_pika.connect(amqp_url)
+    tick = Ticker(say, f"end to end at {rate:,.0f}/s", len(records))
+    try:
+        channel = await connection.channel(publisher_confirms=False)
+        exchanges = {}
+        for name in {r.exchange for r in records}:
+            exchanges[name] = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=False)
+        start = time.perf_counter()
+        lag = 0.0
+        for n, r in enumerate(records):
+            due = start + n / rate
+            now = time.perf_counter()
+            if due > now:
+                await asyncio.sleep(due - now)
+            else:
+                lag = max(lag, now - due)
+            message = aio_pika.Message(r.body, content_type="application/json", content_encoding="utf-8",
+                                       delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            if r.end_key is not None:
+                published[r.end_key[2]] = time.time()
+            await exchanges[r.exchange].publish(message, routing_key=r.routing_key)
+            tick(n + 1)
+        offered = len(records) / (time.perf_counter() - start)
+    finally:
+        await connection.close()
+    settle_deadline = time.monotonic() + settle_s
+    done.set()
+    await reader
+    await consumer.stop()
+    return {
+        "e2e_offered_rate": round(offered, 1),
+        "e2e_publisher_max_lag_ms": round(lag * 1000, 1),
+        "e2e_operations": len(published),
+        "e2e_matched": len(by_record),
+        "e2e_p50_ms": round(statistics.median(by_record) * 1000, 1) if by_record else None,
+        "e2e_p99_ms": round(percentile(by_record, 99) * 1000, 1) if by_record else None,
+        "e2e_max_ms": round(max(by_record) * 1000, 1) if by_record else None,
+        "e2e_received_p50_ms": round(statistics.median(by_receipt) * 1000, 1) if by_receipt else None,
+        "e2e_received_p99_ms": round(percentile(by_receipt, 99) * 1000, 1) if by_receipt else None,
+    }
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    for _ in range(50):
+        await consumer._client.force_metadata_update()
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return found
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"topic {topic} has no partitions (is the worker running?)")
