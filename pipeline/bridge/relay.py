@@ -112,6 +112,7 @@ class Relay:
         self.deadlettered = 0
         self.filtered = 0
         self.last_ack = time.perf_counter()
+        self.stopping = False
 
     # -- per delivery -------------------------------------------------------------------------
 
@@ -132,8 +133,8 @@ class Relay:
                     self._settled(d)
                     return
                 topic = event["topic"]
-                if topic not in self.sink.topics:
-                    await self.sink.ensure_topics([topic])
+                if topic not in self.sink.topics and not await self._ensure_topic(topic):
+                    return  # stopping before the topic could be created: redelivered later
                 headers = (
                     ("event_type", event["event_type"].encode()),
                     ("message_id", event["message_id"].encode()),
@@ -144,6 +145,21 @@ class Relay:
                 await self._produce(d, topic, value, events.relay_key(event), headers, False)
                 return
         await self._deadletter(d, reason)
+
+    async def _ensure_topic(self, topic: str) -> bool:
+        """Create a family's topic on first sight; while Kafka cannot, wait here (which stops the
+        intake, like any Kafka trouble). False when the bridge stops first."""
+        delay = 0.5
+        while True:
+            try:
+                await self.sink.ensure_topics([topic])
+                return True
+            except Exception as exc:  # KafkaError, connection errors, a topic policy refusing it
+                log.warning("cannot create topic %s (%s); retrying in %.1fs", topic, _one_line(exc), delay)
+            if self.stopping:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def _deadletter(self, d: Delivery, reason: str) -> None:
         headers = (
@@ -251,7 +267,7 @@ class Relay:
         """Relay until the source ends or `stop` is set; then wait (bounded) for what is in flight."""
         loop = asyncio.get_running_loop()
         watcher = loop.create_task(stop.wait())
-        watcher.add_done_callback(lambda _: self.source.stop())
+        watcher.add_done_callback(lambda _: self._stop())
         kafka_watch = loop.create_task(self.watch_kafka())
         bound = self.settings.max_in_flight
         try:
@@ -267,6 +283,10 @@ class Relay:
             watcher.cancel()
             await self.drain(self.settings.shutdown_timeout_s)
             kafka_watch.cancel()
+
+    def _stop(self) -> None:
+        self.stopping = True
+        self.source.stop()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every delivery is settled; False when `timeout` passed first."""

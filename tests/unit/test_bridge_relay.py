@@ -276,3 +276,27 @@ def test_topics() -> None:
     assert "p.baremetal.node" in topics and "p.image" in topics and "p.task" in topics
     assert "p.image.member" in topics and topics[-1] == "p.deadletter"
     assert len(topics) == len(set(topics))
+
+
+async def test_topic_creation_failure_waits_instead_of_crashing(monkeypatch) -> None:
+    monkeypatch.setattr(relay_mod.asyncio, "sleep", _fast_sleep)
+    sink = Recorder()
+    failures = [OSError("Kafka away"), OSError("Kafka away")]
+    real = sink.ensure_topics
+
+    async def flaky(topics):
+        if failures:
+            raise failures.pop(0)
+        await real(topics)
+
+    sink.ensure_topics = flaky
+    settled: list = []
+    relay, _ = await relay_all([delivery(node_body(), settled, "a")], sink=sink)
+    assert settled == ["a"] and sink.sent[0][0] == "t.baremetal.node" and not failures
+
+
+_real_sleep = asyncio.sleep
+
+
+async def _fast_sleep(delay, *args):
+    await _real_sleep(0)
