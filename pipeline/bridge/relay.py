@@ -26,7 +26,7 @@ from aiokafka.errors import (
 from pipeline import codec, events, wire
 
 from . import metrics
-from .sink import Headers, KafkaSink, SinkSettings, _one_line
+from .sink import Headers, KafkaSink, SinkSettings, TopicRefused, _one_line
 from .sources import Delivery, Source
 
 log = logging.getLogger("pipeline.bridge")
@@ -55,6 +55,7 @@ _REASON_CLASSES = (
     ("body is", "bad_body"),
     ("line", "bad_body"),
     ("capture", "bad_body"),
+    ("cannot be created", "topic_refused"),
     ("kafka", "kafka_rejected"),
 )
 
@@ -133,8 +134,13 @@ class Relay:
                     self._settled(d)
                     return
                 topic = event["topic"]
-                if topic not in self.sink.topics and not await self._ensure_topic(topic):
-                    return  # stopping before the topic could be created: redelivered later
+                if topic not in self.sink.topics:
+                    try:
+                        if not await self._ensure_topic(topic):
+                            return  # stopping before the topic could be created: redelivered later
+                    except TopicRefused as exc:
+                        await self._deadletter(d, f"relay topic {topic} cannot be created: {exc}")
+                        return
                 headers = (
                     ("event_type", event["event_type"].encode()),
                     ("message_id", event["message_id"].encode()),
@@ -154,7 +160,9 @@ class Relay:
             try:
                 await self.sink.ensure_topics([topic])
                 return True
-            except Exception as exc:  # KafkaError, connection errors, a topic policy refusing it
+            except TopicRefused:
+                raise
+            except Exception as exc:  # KafkaError, connection errors
                 log.warning("cannot create topic %s (%s); retrying in %.1fs", topic, _one_line(exc), delay)
             if self.stopping:
                 return False

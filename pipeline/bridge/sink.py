@@ -26,6 +26,13 @@ from . import metrics
 log = logging.getLogger("pipeline.bridge")
 
 TOPIC_ALREADY_EXISTS = 36
+# CreateTopics errors that trying again will not fix: invalid topic, authorization (topic, cluster),
+# invalid partitions / replication factor / replica assignment / config, policy violation
+REFUSED_CODES = frozenset({17, 29, 31, 37, 38, 39, 40, 44})
+
+
+class TopicRefused(KafkaError):
+    """Kafka will not create this topic (ACLs, policy, settings); one-line reason in str()."""
 COMPRESSIONS = {"none": lambda: True, "gzip": has_gzip, "lz4": has_lz4, "zstd": has_zstd, "snappy": has_snappy}
 
 Headers = Sequence[tuple[str, bytes]]
@@ -147,9 +154,12 @@ class KafkaSink:
         response = await self.admin.create_topics(
             [NewTopic(t, s.topic_partitions, s.replication_factor) for t in topics]
         )
-        failed = []
+        failed, refused = [], []
         for entry in response.topic_errors:
             topic, code = entry[0], entry[1]
+            if code in REFUSED_CODES:
+                refused.append(f"{topic}: error {code} {entry[2] if len(entry) > 2 and entry[2] else ''}".strip())
+                continue
             if code == 0:
                 metrics.TOPICS_CREATED.inc()
                 log.info("topic created: %s (%d partitions, replication %d)",
@@ -158,6 +168,8 @@ class KafkaSink:
                 failed.append(f"{topic}: error {code} {entry[2] if len(entry) > 2 else ''}".strip())
                 continue
             self.topics.add(topic)
+        if refused:
+            raise TopicRefused("Kafka refuses to create " + "; ".join(refused))
         if failed:
             raise KafkaError("cannot create topics: " + "; ".join(failed))
 

@@ -300,3 +300,26 @@ _real_sleep = asyncio.sleep
 
 async def _fast_sleep(delay, *args):
     await _real_sleep(0)
+
+
+async def test_topic_kafka_refuses_to_create_dead_letters_instead_of_stalling() -> None:
+    from pipeline.bridge.sink import TopicRefused
+
+    sink = Recorder()
+    sink.topics.add("t.deadletter")
+    real = sink.ensure_topics
+
+    async def refusing(topics):
+        if "t.baremetal.node" in topics:
+            raise TopicRefused("Kafka refuses to create t.baremetal.node: error 29")
+        await real(topics)
+
+    sink.ensure_topics = refusing
+    settled: list = []
+    body = publish("image.create", {"id": IMAGE}, publisher_id="image.glance-api-1").body
+    relay, _ = await relay_all([delivery(node_body(), settled, "node"), delivery(body, settled, "image")], sink=sink)
+    assert settled == ["node", "image"]
+    dead, image = sink.sent
+    assert dead[0] == "t.deadletter" and b"t.baremetal.node cannot be created" in dead[3]["reason"]
+    assert reason_class(dead[3]["reason"].decode()) == "topic_refused"
+    assert image[0] == "t.image"
