@@ -137,7 +137,8 @@ class Relay:
                 if topic not in self.sink.topics:
                     try:
                         if not await self._ensure_topic(topic):
-                            return  # stopping before the topic could be created: redelivered later
+                            self._released()  # stopping first: not acked, so it is redelivered
+                            return
                     except TopicRefused as exc:
                         await self._deadletter(d, f"relay topic {topic} cannot be created: {exc}")
                         return
@@ -147,7 +148,11 @@ class Relay:
                     ("priority", priority.encode()),
                     ("content-type", self.content_type),
                 )
-                value = codec.encode_event(event, self.settings.value_format)
+                try:
+                    value = codec.encode_event(event, self.settings.value_format)
+                except Exception as exc:  # a value the schema cannot hold must not end the bridge
+                    await self._deadletter(d, f"cannot encode the event: {_one_line(exc)}")
+                    return
                 await self._produce(d, topic, value, events.relay_key(event), headers, False)
                 return
         await self._deadletter(d, reason)
@@ -247,6 +252,9 @@ class Relay:
 
     def _settled(self, d: Delivery) -> None:
         d.settle()
+        self._released()
+
+    def _released(self) -> None:
         self.in_flight -= 1
         if self._space is not None and self.in_flight < self.settings.max_in_flight and not self._space.done():
             self._space.set_result(None)
