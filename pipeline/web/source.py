@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import orjson
 
-from pipeline.config import ConfigError, env
+from pipeline.config import ConfigError, env, secret
 from pipeline.web.observe import Observations
 from pipeline.web.views import WebSource, WebViews, register
 
@@ -209,7 +209,7 @@ def install(rt: Any, args: argparse.Namespace | None = None) -> WebViews:
     processor = getattr(rt, "processor", None)
     if processor is not None:
         processor.recent = observations
-    views = register(rt.app, source_from_runtime(rt, scan_cache_s), observations)
+    views = register(rt.app, source_from_runtime(rt, scan_cache_s), observations, token=secret("WEB_TOKEN"))
     views.extra_counters = lambda: _runtime_counters(rt)
 
     from pipeline.web.history import HistoryLoader

@@ -15,6 +15,7 @@ member for its own active partitions (same header) and merge the answers.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class _Peers:
     """The other members' canonical URLs, from the group assignment every member receives."""
 
     app: Any
+    token: str | None = None
     session: ClientSession | None = None
     timeout: ClientTimeout = field(default_factory=lambda: ClientTimeout(total=PEER_TIMEOUT_S))
 
@@ -95,7 +97,10 @@ class _Peers:
 
     async def get(self, base: str, rel_url: URL, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
         url = URL(base).with_path(rel_url.path).with_query(rel_url.query)
-        async with self.client().get(url, headers=dict(headers), allow_redirects=False) as response:
+        headers = dict(headers)
+        if self.token:  # every worker of a deployment shares the token
+            headers["Authorization"] = f"Bearer {self.token}"
+        async with self.client().get(url, headers=headers, allow_redirects=False) as response:
             return response.status, await response.read(), response.content_type
 
 
@@ -145,6 +150,30 @@ async def json_errors(request: aioweb.Request, handler: Callable[[aioweb.Request
     except Exception:
         log.exception("web view failed: %s %s", request.method, request.path)
         return error_response(500, "internal error (logged by the worker)")
+
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scraping never need the token
+
+
+def bearer_guard(token: str | None) -> Callable[..., Awaitable[aioweb.StreamResponse]]:
+    """With a token set, `/` and `/api/*` need `Authorization: Bearer <token>`. A browser cannot send
+    that header when it opens the dashboard, so `/` also takes `?token=`; its script then sends
+    the header with every API call."""
+    expected = f"Bearer {token}".encode() if token else b""
+
+    @aioweb.middleware
+    async def guard(request: aioweb.Request, handler: Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]) -> aioweb.StreamResponse:
+        if not expected or request.path in OPEN_PATHS:
+            return await handler(request)
+        given = request.headers.get("Authorization", "")
+        if not given and request.path == "/" and "token" in request.query:
+            given = f"Bearer {request.query['token']}"
+        if hmac.compare_digest(given.encode(), expected):
+            return await handler(request)
+        reason = "wrong bearer token" if given else "this view needs a bearer token (Authorization: Bearer ...)"
+        return error_response(401, reason, {"WWW-Authenticate": 'Bearer realm="pipeline"'})
+
+    return guard
 
 
 def _strip_faust_pages(app: Any) -> None:
@@ -400,13 +429,15 @@ ROUTES: tuple[tuple[str, str], ...] = (
 )
 
 
-def register(app: Any, source: WebSource, observations: Observations) -> WebViews:
+def register(app: Any, source: WebSource, observations: Observations, token: str | None = None) -> WebViews:
     """Mount the views on `app` (before the worker starts). Returns the views, e.g. for tests."""
     from faust import web as faust_web
 
     views = WebViews(app, source, observations)
+    views.peers.token = token
     _strip_faust_pages(app)
     app.web.web_app.middlewares.append(json_errors)
+    app.web.web_app.middlewares.append(bearer_guard(token))
     # aiohttp's parser refuses a request line over 8 KiB with a plain-text 400 before any middleware
     # runs; up to 64 KiB the request reaches us and gets the JSON reason. Beyond that the parser's
     # plain 400 stands (no traceback either way).
