@@ -16,8 +16,8 @@ Order of the stages (each prints progress on stderr):
 8. worker: `pipeline worker` (every agent, RocksDB store, web views) reads the same records.
 9. end to end: with bridge and worker running, events published at a fixed rate (1,000/s) through
    the exchanges; each terminal event timed from its publish to its operation record in Kafka.
-10. memory: peak RSS (VmHWM) of bridge and worker; then a fresh worker reads one record pair per node
-    of a 100,000-node fleet and its RSS is read when it has read them all.
+10. memory: peak RSS (VmHWM) of bridge and worker; then a fresh worker reads one record per node of
+    a 100,000-node fleet (each with the node's full state) and its RSS is read when it has read them all.
 
 Every run uses its own queue, topics and consumer groups (`bench-<run>`), deleted at the end.
 """
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import pstats
 import shutil
 import signal
@@ -156,7 +157,8 @@ class Bench:
 
     async def run(self) -> dict[str, Any]:
         a, r, names = self.args, self.report, self.names
-        r.update({"run": names.run, "events": a.events, "nodes": a.nodes, "images": a.images,
+        r.update({"run": names.run, "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                  "events": a.events, "nodes": a.nodes, "images": a.images,
                   "partitions": a.partitions, "rss_nodes": a.rss_nodes,
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         from .core import measure_core
@@ -235,12 +237,13 @@ class Bench:
 
         await self._rss_100k()
         r["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        r["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return r
 
     async def _rss_100k(self) -> None:
         a, r = self.args, self.report
         names = Names(run=f"{self.names.run}-rss")
-        self.stage(f"memory at {a.rss_nodes:,} nodes: one console_set start/end per node, straight to the relay topics")
+        self.stage(f"memory at {a.rss_nodes:,} nodes: one power_state_corrected per node, straight to the relay topics")
         from pipeline.simulate.outputs import KafkaOutput, Topics
         from pipeline.simulate.command import unique_id
         from pipeline.simulate.fleet import Fleet
@@ -248,9 +251,9 @@ class Bench:
         fleet = Fleet(a.rss_nodes, 0, seed=a.seed, start=time_now(), keep_operations=False)
         output = KafkaOutput(self.bootstrap.split(","), names.topic_prefix, a.partitions, "avro", Topics())
         await output.start()
-        tick = stages.Ticker(say, "produce", 2 * a.rss_nodes)
+        tick = stages.Ticker(say, "produce", a.rss_nodes)
         sent = 0
-        for event in fleet.sweep():
+        for event in fleet.census():
             await output.send(event, unique_id(event.message_id))
             sent += 1
             tick(sent)
@@ -338,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
-    print(f"\nreport: {args.report} (run {report['run']}, {report['wall_seconds']:.0f} s)")
+    print(f"\nreport: {args.report} (run {report['run']}, {report['wall_seconds']:.0f} s, "
+          f"load average {report['load_average_at_start'][0]:.1f} at start on {report['cpus']} cores)")
     if args.profile:
         for name, path in report.get("profiles", {}).items():
             print(f"\n--- {name}: hottest functions (tottime) ---\n{profile_top(Path(path))}")

@@ -346,6 +346,22 @@ class Fleet:
         self.counts["events"] += len(out)
         yield from out
 
+    def census(self) -> Iterator[Event]:
+        """One event per node, nothing else: after a power outage the conductors' power sync finds
+        every node in another power state than recorded (`power_state_corrected.success`, a single
+        event with the node's full state). The benchmark's memory-at-N-nodes stage sends this."""
+        step = 60.0 / max(1, len(self.nodes))
+        for node in self.nodes:
+            self.t += step
+            previous = node.power_state
+            node.power_state, node.updated_at = "power off", self.now
+            self._emit("baremetal.node.power_state_corrected.success", "INFO", node.conductor,
+                       payloads.node_payload("NodeCorrectedPowerStatePayload", node, from_power=previous),
+                       "ironic", self._conductor_context(), None, SINGLE)
+            out, self._out = self._out, []
+            self.counts["events"] += 1
+            yield from out
+
     def _guard(self, resource_uuid: str) -> float:
         """Seconds the resource waits before its next operation: while an operation of its own has
         lost its end (dropped, or an error text naming no resource) and is not yet past deadline + SETTLE_S, a new start of the same operation
