@@ -11,6 +11,7 @@ import asyncio
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -127,7 +128,8 @@ class Pipeline:
         return [p.tail(30) for p in self.procs if "Traceback (most recent call last)" in p.text()]
 
     async def cleanup(self) -> None:
-        for proc in self.procs:
+        for i, proc in enumerate(self.procs):  # the logs stay beside the test's data for a post-mortem
+            shutil.copyfile(proc.log, self.data_dir / f"{i:02d}-{proc.name}-{proc.pid}.log")
             proc.cleanup()
         try:
             await delete_queues(self.broker.amqp_url, [self.names.queue, *self.names.oslo_default_queues()])
@@ -320,8 +322,9 @@ async def caught_up(pipeline: Pipeline, timeout: float = 120, quiet_s: float = 4
         else:
             last, still_since = ends, time.monotonic()
         await asyncio.sleep(1)
-    raise AssertionError(f"worker group {names.app_id} did not catch up in {timeout:.0f}s (lag {lag}): "
-                         f"{pipeline.procs[-1].tail(10)}")
+    workers = [p for p in pipeline.procs if p.name == "worker"]
+    raise AssertionError(f"worker group {names.app_id} did not catch up in {timeout:.0f}s (lag {lag}); "
+                         f"logs in {pipeline.data_dir}; last worker: {workers[-1].tail(10)}")
 
 
 async def _end_offsets(kafka: str, topics: list[str]) -> dict:
@@ -398,7 +401,7 @@ async def scenario(broker: Broker, data_dir: Path, published: list[str], referen
     try:
         bridge = p.bridge()
         await bridge.wait_for("relaying from", 60)
-        p.worker()
+        await p.worker().wait_for("Ready", 90)  # faults start on a running pipeline
         pub = p.publish(rate)
         notes.update(await asyncio.wait_for(fault(p, pub), timeout) or {})
         await asyncio.to_thread(publish_done, pub)

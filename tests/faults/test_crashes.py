@@ -61,10 +61,11 @@ def test_second_worker_joins_and_leaves(broker, fleet, reference, tmp_path) -> N
     async def fault(p, pub):
         await asyncio.sleep(3.0)
         second = p.worker()
-        # until it owns partitions: faust logs its assignment once the rebalance completed
-        await second.wait_for("Fetch offset", 60) if False else await asyncio.sleep(6.0)
+        await second.wait_for("Ready", 60)  # faust's worker: recovered, its partitions assigned
+        await asyncio.sleep(3.0)  # processing its share
+        took = "Assigned" in second.text() or "partitions assigned" in second.text()
         await second.stop()  # SIGTERM: a clean leave, its partitions go back to the first worker
-        return {"rebalances": 2, "second worker exit": second.popen.returncode}
+        return {"rebalances": 2, "second worker exit": second.popen.returncode, "log shows assignment": took}
 
     outcome = asyncio.run(scenario(broker, tmp_path, fleet[1], reference, fault))
     FIGURES.append(outcome.line("second worker joins and leaves"))
