@@ -5,18 +5,17 @@ import argparse
 import asyncio
 import logging
 import sys
-from urllib.parse import quote, urlsplit, urlunsplit
 
-from pipeline import codec
+from pipeline import codec, preflight
 from pipeline.config import (
     ConfigError,
     add_amqp_args,
     add_kafka_args,
     add_value_format_arg,
+    amqp_connect_kwargs,
     env,
     env_int,
     kafka_client_kwargs,
-    secret,
 )
 
 from . import sink as sink_mod
@@ -127,19 +126,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    choices=("debug", "info", "warning", "error"), help="(env LOG_LEVEL; default %(default)s)")
 
 
-def amqp_url(url: str) -> str:
-    """The URL with the password of AMQP_PASSWORD / AMQP_PASSWORD_FILE, when one is set."""
-    password = secret("AMQP_PASSWORD")
-    if not password:
-        return url
-    parts = urlsplit(url)
-    user = parts.username or "guest"
-    host = parts.hostname or "127.0.0.1"
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _positive(name: str, value: int | float) -> None:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, not {value}")
@@ -158,9 +144,11 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
         raise ConfigError(f"--value-format {args.value_format!r}: one of {', '.join(codec.VALUE_FORMATS)}")
     amqp = args.source == "amqp"
     max_request = args.kafka_max_request_bytes
+    client = kafka_client_kwargs(args)
     return BridgeSettings(
         sink=SinkSettings(
-            bootstrap_servers=kafka_client_kwargs(args)["bootstrap_servers"],
+            bootstrap_servers=client.pop("bootstrap_servers"),
+            security=client,
             topic_partitions=args.topic_partitions,
             replication_factor=args.topic_replication_factor,
             compression=args.kafka_compression,
@@ -190,8 +178,9 @@ def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Sour
             raise ConfigError("no AMQP bindings: give --amqp-binding EXCHANGE:ROUTING_KEY or AMQP_BINDINGS")
         if not args.amqp_queue:
             raise ConfigError("--amqp-queue is empty")
+        connect = amqp_connect_kwargs(args)
         return AmqpSource(AmqpSettings(
-            url=amqp_url(args.amqp_url), queue=args.amqp_queue, bindings=bindings,
+            url=connect["url"], ssl_context=connect.get("ssl_context"), queue=args.amqp_queue, bindings=bindings,
             exchange_durable=args.amqp_exchange_durable, queue_durable=args.amqp_queue_durable,
             queue_type=args.amqp_queue_type, passive=args.amqp_passive, prefetch=args.amqp_prefetch,
         ))
@@ -206,7 +195,7 @@ def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Sour
         servers = args.oslo_kafka_bootstrap_servers or args.kafka_bootstrap_servers
         return OsloKafkaSource(OsloKafkaSettings(
             bootstrap_servers=servers.split(","), topics=topics, group=args.oslo_kafka_group,
-            max_body_bytes=settings.max_body_bytes,
+            max_body_bytes=settings.max_body_bytes, security=settings.sink.security,
         ))
     raise ConfigError(f"--source {spec!r}: one of amqp, file:PATH, -, oslo-kafka:TOPIC[,TOPIC]")
 
@@ -223,6 +212,11 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.CRITICAL if args.log_level != "debug" else logging.DEBUG)
 
     async def main() -> int:
+        # refused credentials or certificates end the bridge here, in one line; an absent broker
+        # is waited for by the reconnect loops
+        await preflight.check_kafka({"bootstrap_servers": settings.sink.bootstrap_servers, **settings.sink.security})
+        if isinstance(source, AmqpSource):
+            await preflight.check_amqp(source.settings.url, source.settings.ssl_context)
         stop = asyncio.Event()
         install_signal_handlers(stop)
         await run_bridge(settings, source, stop)

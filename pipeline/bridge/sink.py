@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
 
@@ -62,6 +62,7 @@ class SinkSettings:
     max_request_bytes: int = 1024 * 1024
     request_timeout_ms: int = 30000
     client_id: str = "pipeline-bridge"
+    security: dict = field(default_factory=dict)  # TLS/SASL arguments of config.kafka_client_kwargs
 
 
 def check_compression(name: str) -> str | None:
@@ -103,8 +104,9 @@ class KafkaSink:
                 max_request_size=s.max_request_bytes,
                 request_timeout_ms=s.request_timeout_ms,
                 partitioner=partitioner,
+                **s.security,
             )
-            admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, client_id=s.client_id)
+            admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, **s.security)
             try:
                 await producer.start()
                 await admin.start()

@@ -115,6 +115,7 @@ class AmqpSettings:
     passive: bool = False
     prefetch: int = 1000
     queue_arguments: dict = field(default_factory=dict)
+    ssl_context: Any = None  # for amqps://
 
 
 def parse_binding(text: str) -> tuple[str, str]:
@@ -200,7 +201,8 @@ class AmqpSource:
 
         while not self._stopping.is_set():
             try:
-                connection = await aio_pika.connect(s.url, client_properties={"connection_name": "pipeline-bridge"})
+                connection = await aio_pika.connect(s.url, ssl_context=s.ssl_context,
+                                                    client_properties={"connection_name": "pipeline-bridge"})
             except aiormq.exceptions.ProbableAuthenticationError as exc:
                 if not self.connected_once:
                     raise ConfigError(f"RabbitMQ {mask_url(s.url)}: authentication failed ({_one_line(exc)})") from None
@@ -372,6 +374,7 @@ class OsloKafkaSettings:
     group: str = "kafka-bridge"
     commit_interval_s: float = 1.0
     max_body_bytes: int = wire.MAX_BODY_BYTES
+    security: dict = field(default_factory=dict)  # TLS/SASL arguments of config.kafka_client_kwargs
 
 
 class OsloKafkaSource:
@@ -429,6 +432,7 @@ class OsloKafkaSource:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             metadata_max_age_ms=30000,  # new `<topic>.<priority>` topics are picked up within 30 s
+            **s.security,
         )
         consumer.subscribe(pattern=oslo_topic_pattern(s.topics), listener=_Rebalance())
         delay = 0.5

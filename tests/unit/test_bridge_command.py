@@ -55,16 +55,6 @@ def test_bad_binding(bad: str) -> None:
         parse_binding(bad)
 
 
-def test_password_from_env_replaces_url_password(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("AMQP_PASSWORD", "s3cr/t")
-    assert command.amqp_url("amqp://bridge:x@rabbit:5672/vh") == "amqp://bridge:s3cr%2Ft@rabbit:5672/vh"
-    monkeypatch.delenv("AMQP_PASSWORD")
-    secret = tmp_path / "pw"
-    secret.write_text("fromfile\n")
-    monkeypatch.setenv("AMQP_PASSWORD_FILE", str(secret))
-    assert command.amqp_url("amqp://bridge@rabbit/") == "amqp://bridge:fromfile@rabbit/"
-
-
 def test_oslo_topic_pattern() -> None:
     pattern = re.compile(oslo_topic_pattern(("ironic_versioned_notifications", "notifications")))
     for topic in ("notifications.info", "notifications.error", "ironic_versioned_notifications.warn",

@@ -1,0 +1,70 @@
+"""Settings: secrets from the environment or files, TLS material, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import ssl
+
+import pytest
+
+from pipeline import config
+from pipeline.config import ConfigError
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    config.add_kafka_args(parser)
+    config.add_amqp_args(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_amqp_password_from_env_or_file_replaces_the_url_password(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("AMQP_PASSWORD", "s3cr/t")
+    url = config.amqp_connect_kwargs(_args("--amqp-url", "amqp://bridge:x@rabbit:5672/vh"))["url"]
+    assert url == "amqp://bridge:s3cr%2Ft@rabbit:5672/vh"
+    monkeypatch.delenv("AMQP_PASSWORD")
+    (tmp_path / "pw").write_text("fromfile\n")
+    monkeypatch.setenv("AMQP_PASSWORD_FILE", str(tmp_path / "pw"))
+    assert config.amqp_connect_kwargs(_args("--amqp-url", "amqp://bridge@rabbit/"))["url"] == "amqp://bridge:fromfile@rabbit/"
+
+
+def test_amqps_gets_a_verifying_tls_context() -> None:
+    kwargs = config.amqp_connect_kwargs(_args("--amqp-url", "amqps://u@rabbit:5671/openstack"))
+    context = kwargs["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_kafka_sasl_ssl_from_env_and_file(monkeypatch, tmp_path) -> None:
+    (tmp_path / "pw").write_text("kafka-secret\n")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "pipeline")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "pw"))
+    kwargs = config.kafka_client_kwargs(_args("--kafka-security-protocol", "SASL_SSL"))
+    assert kwargs["sasl_plain_password"] == "kafka-secret"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512" and kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["ssl_context"].check_hostname  # on unless turned off
+
+
+def test_hostname_check_can_be_turned_off_explicitly(monkeypatch) -> None:
+    monkeypatch.setenv("KAFKA_SSL_CHECK_HOSTNAME", "false")
+    assert not config.kafka_client_kwargs(_args("--kafka-security-protocol", "SSL"))["ssl_context"].check_hostname
+
+
+@pytest.mark.parametrize("problem, argv, env", [
+    ("needs KAFKA_SASL_USERNAME", ["--kafka-security-protocol", "SASL_SSL"], {}),
+    ("cannot read", ["--kafka-security-protocol", "SASL_SSL"], {"KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD_FILE": "/nonexistent/pw"}),
+    ("cannot load TLS material", ["--kafka-security-protocol", "SSL", "--kafka-ssl-cafile", "/nonexistent/ca.pem"], {}),
+])
+def test_unusable_settings_are_one_line_errors(monkeypatch, problem, argv, env) -> None:
+    for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=problem) as caught:
+        config.kafka_client_kwargs(_args(*argv))
+    assert "\n" not in str(caught.value)
+
+
+def test_mask_url() -> None:
+    assert config.mask_url("amqps://u:p%40ss@h:5671/v") == "amqps://u:***@h:5671/v"
+    assert config.mask_url("amqp://h/") == "amqp://h/"
