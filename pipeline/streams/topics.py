@@ -53,7 +53,10 @@ async def _ensure(client: Mapping[str, Any], topics: Topics, partitions: int, re
                   timeout_s: float) -> int:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from pipeline import preflight
+
     bootstrap = client["bootstrap_servers"]
+    await preflight.check_kafka(dict(client))  # refused credentials or certificates: one line, now
     admin = AIOKafkaAdminClient(**client, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
