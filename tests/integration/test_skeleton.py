@@ -5,8 +5,6 @@ power_set.start and .end into RabbitMQ, `pipeline bridge` relays them to Kafka k
 from __future__ import annotations
 
 import asyncio
-import copy
-import json
 import subprocess
 import sys
 import time
@@ -19,21 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from pipeline import codec
-from tests.support.oslo_rabbit import OsloPublisher, wait_for_queue
+from tests.support.oslo_rabbit import OsloPublisher, power_set_payload, wait_for_queue
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KAFKA = "127.0.0.1:9092"
-
-
-def _power_set_payload(node_uuid: str) -> dict:
-    """The payload of the research note's verbatim power_set.start capture, for another node."""
-    for line in (FIXTURES / "research_bodies.jsonl").read_text().splitlines():
-        inner = json.loads(json.loads(line)["oslo.message"])
-        if inner["event_type"] == "baremetal.node.power_set.start":
-            payload = copy.deepcopy(inner["payload"])
-            payload["ironic_object.data"]["uuid"] = node_uuid
-            return payload
-    raise AssertionError("no power_set.start in the research captures")
 
 
 def _spawn(*args: str, log: Path) -> subprocess.Popen:
@@ -67,7 +53,7 @@ def test_power_on_duration_from_oslo_notifier_to_operations_topic(unique: str, t
                     log=tmp_path / "bridge.log")
     try:
         wait_for_queue(f"skel-{unique}")
-        payload = _power_set_payload(node)
+        payload = power_set_payload(node)
         with OsloPublisher("ironic") as ironic:
             ironic.publish("baremetal.node.power_set.start", payload)
             time.sleep(1.2)

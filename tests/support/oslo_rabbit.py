@@ -3,6 +3,9 @@ do: rabbit driver, messagingv2 envelope, their exchanges and topics."""
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import oslo_messaging
@@ -15,6 +18,20 @@ SERVICES = {
     "ironic": ("ironic", "ironic_versioned_notifications", "ironic-conductor.conductor-1"),
     "glance": ("glance", "notifications", "image.glance-api-1"),
 }
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def power_set_payload(node_uuid: str) -> dict:
+    """The payload of the research note's verbatim power_set.start capture, for another node."""
+    for line in (FIXTURES / "research_bodies.jsonl").read_text().splitlines():
+        inner = json.loads(json.loads(line)["oslo.message"])
+        if inner["event_type"] == "baremetal.node.power_set.start":
+            payload = copy.deepcopy(inner["payload"])
+            payload["ironic_object.data"]["uuid"] = node_uuid
+            return payload
+    raise AssertionError("no power_set.start in the research captures")
 
 
 class OsloPublisher:
