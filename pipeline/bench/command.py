@@ -29,6 +29,7 @@ import json
 import math
 import os
 import pstats
+import shlex
 import shutil
 import signal
 import sys
@@ -68,6 +69,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="run bridge and worker under cProfile and print their hottest functions "
                              "(slows them: the rates of such a run are not the figures)")
+    parser.add_argument("--bridge-args", default="", metavar="'ARGS'",
+                        help="extra flags for the bridge, e.g. '--amqp-prefetch 5000' (to try settings)")
+    parser.add_argument("--worker-args", default="", metavar="'ARGS'", help="extra flags for the worker")
     parser.add_argument("--report", type=Path, default=Path(env("BENCH_REPORT", ".bench/report.json")),
                         help="JSON report (env BENCH_REPORT; default %(default)s)")
     parser.add_argument("--kafka-bootstrap-servers", default=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
@@ -143,9 +147,9 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.bootstrap = args.kafka_bootstrap_servers
-        from pipeline.bridge.command import amqp_url
+        from pipeline.config import amqp_connect_kwargs
 
-        self.amqp = amqp_url(args.amqp_url)
+        self.amqp = amqp_connect_kwargs(args)["url"]
         self.report: dict[str, Any] = {}
         self.names = Names()
         self.procs: list[Proc] = []
@@ -157,6 +161,7 @@ class Bench:
 
     async def run(self) -> dict[str, Any]:
         a, r, names = self.args, self.report, self.names
+        r.update({"bridge_args": a.bridge_args, "worker_args": a.worker_args})
         r.update({"run": names.run, "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                   "events": a.events, "nodes": a.nodes, "images": a.images,
                   "partitions": a.partitions, "rss_nodes": a.rss_nodes,
@@ -197,7 +202,8 @@ class Bench:
         await stages.declare_queue(self.amqp, names.queue)
         await stages.fill_queue(self.amqp, names.queue, bodies, say, "publish")
         bridge = self._spawn(start_bridge(names, amqp_url=self.amqp, bootstrap=self.bootstrap,
-                                          partitions=a.partitions, profile=self._profile("bridge")))
+                                          partitions=a.partitions, profile=self._profile("bridge"),
+                                          extra=shlex.split(a.bridge_args)))
         relay_topics = self._relay_topics()
         r["bridge_rate"] = round(await stages.wait_relayed(bridge, self.bootstrap, relay_topics, len(bodies), say), 1)
 
@@ -215,7 +221,7 @@ class Bench:
         port = stages.free_port()
         worker = self._spawn(start_worker(names, bootstrap=self.bootstrap, partitions=a.partitions,
                                           data_dir=str(self.tmp / "worker"), store="rocksdb://", web_port=port,
-                                          profile=self._profile("worker")))
+                                          profile=self._profile("worker"), extra=shlex.split(a.worker_args)))
         rate, source = await stages.wait_worker(worker, port, self.bootstrap, names.app_id, worker_records, say)
         r["worker_rate"], r["worker_rate_measured_by"] = round(rate, 1), source
 
@@ -261,7 +267,8 @@ class Bench:
         del fleet
         port = stages.free_port()
         worker = self._spawn(start_worker(names, bootstrap=self.bootstrap, partitions=a.partitions,
-                                          data_dir=str(self.tmp / "worker-rss"), store="rocksdb://", web_port=port))
+                                          data_dir=str(self.tmp / "worker-rss"), store="rocksdb://", web_port=port,
+                                          extra=shlex.split(a.worker_args)))
         await stages.wait_worker(worker, port, self.bootstrap, names.app_id, sent, say, label="worker (memory stage)")
         await asyncio.sleep(2.0)  # let the last outputs and changelog writes happen
         rss = worker.sample()

@@ -251,9 +251,12 @@ def make_output(args: argparse.Namespace) -> outputs.Output:
     if args.output == "stdout":
         return outputs.StdoutOutput(topics, capture=args.capture)
     if args.output == "rabbit":
-        from pipeline.bridge.command import amqp_url
+        from pipeline.config import amqp_connect_kwargs
 
-        return outputs.RabbitOutput(outputs.oslo_url(amqp_url(args.amqp_url)), topics)
+        # the password from AMQP_PASSWORD(_FILE) as the bridge takes it; an amqps:// URL becomes
+        # oslo's rabbit://...?ssl=1 with the system CAs (oslo's own [oslo_messaging_rabbit] ssl_* options
+        # are not mapped)
+        return outputs.RabbitOutput(outputs.oslo_url(amqp_connect_kwargs(args)["url"]), topics)
     return outputs.KafkaOutput(kafka_client_kwargs(args)["bootstrap_servers"], args.topic_prefix,
                                args.topic_partitions, args.value_format, topics)
 
