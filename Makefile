@@ -41,6 +41,10 @@ unit: $(STAMP)
 integration: $(STAMP) up
 	$(PY) -m pytest -q tests -m integration
 
+# Fault injection on a private Kafka + RabbitMQ (tests/faults; also part of `make test`).
+faults: $(STAMP) up
+	$(PY) -m pytest -q tests/faults
+
 bench: $(STAMP) up
 	$(PY) -m pipeline bench
 
