@@ -119,6 +119,8 @@ def table(r: dict[str, Any]) -> str:
         (f"end to end p50 at {r.get('e2e_offered_rate', 0):,.0f}/s", num(r.get("e2e_p50_ms"), "ms"), "", "", "", ""),
         (f"end to end p99 at {r.get('e2e_offered_rate', 0):,.0f}/s", num(p99, "ms"), "", "", "< 250 ms",
          met(None if p99 is None else p99 < TARGETS["e2e_p99_ms"])),
+        ("  of which bridge (publish->relay) p99", num(r.get("e2e_bridge_p99_ms"), "ms"), "", "", "", ""),
+        ("  of which worker (relay->operation) p99", num(r.get("e2e_worker_p99_ms"), "ms"), "", "", "", ""),
         ("bridge peak RSS", num(r.get("bridge_peak_rss_mb"), "MB"), "", "", "", ""),
         ("worker peak RSS", num(r.get("worker_peak_rss_mb"), "MB"), "", "", "", ""),
         (f"worker RSS at {r.get('rss_nodes', 0):,} nodes", num(rss100k, "MB"), "", "", "< 1,024 MB",
@@ -229,9 +231,11 @@ class Bench:
         self.stage(f"end to end: {count:,} events at {a.e2e_rate:,.0f}/s through RabbitMQ, bridge and worker")
         e2e_records = work.publish_list(count)
         r.update(await stages.end_to_end(self.amqp, self.bootstrap, f"{names.output_prefix}operations",
-                                         e2e_records, a.e2e_rate, say))
+                                         e2e_records, a.e2e_rate, say, relay_topics=worker_topics))
         say(f"  p50 {r['e2e_p50_ms']} ms, p99 {r['e2e_p99_ms']} ms over {r['e2e_matched']:,} of "
-            f"{r['e2e_operations']:,} operations")
+            f"{r['e2e_operations']:,} operations; of which publish -> relay record p50 {r['e2e_bridge_p50_ms']} ms "
+            f"p99 {r['e2e_bridge_p99_ms']} ms, relay record -> operation record p50 {r['e2e_worker_p50_ms']} ms "
+            f"p99 {r['e2e_worker_p99_ms']} ms")
 
         self.stage("memory: stop bridge and worker, read their peak RSS")
         for proc in (bridge, worker):

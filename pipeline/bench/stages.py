@@ -304,25 +304,48 @@ async def wait_worker(worker: Proc, port: int, bootstrap: str, group: str, expec
 # --- end to end ---------------------------------------------------------------------------------
 
 
-async def end_to_end(amqp_url: str, bootstrap: str, operations_topic: str, records: Sequence[Published],
-                     rate: float, say: Say, settle_s: float = 15.0) -> dict[str, Any]:
-    """Publish `records` at `rate` per second through the exchanges (routing keys as oslo's), and
-    time each terminal event from its publish to its operation record in Kafka (the record's
-    timestamp, set by the worker's producer; the time our consumer received it is kept too)."""
+async def _tail(bootstrap: str, topics: Sequence[str]) -> AIOKafkaConsumer:
+    """A consumer positioned at the end of `topics` (reads only what comes next)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None,
                                 enable_auto_commit=False, fetch_max_wait_ms=20)
     await consumer.start()
-    partitions = [TopicPartition(operations_topic, p) for p in (consumer.partitions_for_topic(operations_topic)
-                                                                or await _partitions(consumer, operations_topic))]
+    partitions = [TopicPartition(t, p) for t in topics
+                  for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))]
     consumer.assign(partitions)
     await consumer.seek_to_end(*partitions)
     for tp in partitions:
         await consumer.position(tp)
+    return consumer
+
+
+async def end_to_end(amqp_url: str, bootstrap: str, operations_topic: str, records: Sequence[Published],
+                     rate: float, say: Say, relay_topics: Sequence[str] = (), settle_s: float = 15.0) -> dict[str, Any]:
+    """Publish `records` at `rate` per second through the exchanges (routing keys as oslo's), and
+    time each terminal event from its publish to its operation record in Kafka (the record's
+    timestamp, set by the worker's producer; the time our consumer received it is kept too).
+    The relay records of the same terminal events (their `message_id` header) split that time into
+    the bridge's part (publish -> relay record) and the worker's (relay record -> operation record)."""
+    consumer = await _tail(bootstrap, [operations_topic])
+    relay = await _tail(bootstrap, relay_topics) if relay_topics else None
+    relayed: dict[str, float] = {}
+    bridge_part: list[float] = []
+    worker_part: list[float] = []
 
     published: dict[str, float] = {}
     by_record: list[float] = []
     by_receipt: list[float] = []
     done = asyncio.Event()
+
+    async def read_relay() -> None:
+        while relay is not None and not (done.is_set() and time.monotonic() > settle_deadline):
+            batch = await relay.getmany(timeout_ms=100)
+            for items in batch.values():
+                for item in items:
+                    message_id = dict(item.headers).get("message_id", b"").decode()
+                    sent = published.get(message_id)
+                    if sent is not None:
+                        relayed[message_id] = item.timestamp / 1000.0
+                        bridge_part.append(item.timestamp / 1000.0 - sent)
 
     async def read() -> None:
         while not done.is_set() or len(by_record) < len(published):
@@ -331,15 +354,19 @@ async def end_to_end(amqp_url: str, bootstrap: str, operations_topic: str, recor
             for items in batch.values():
                 for item in items:
                     record = codec.decode_value(item.value)
-                    sent = published.get(record.get("end_message_id") or "")
+                    end_id = record.get("end_message_id") or ""
+                    sent = published.get(end_id)
                     if sent is not None:
                         by_record.append(item.timestamp / 1000.0 - sent)
                         by_receipt.append(received - sent)
+                        if end_id in relayed:
+                            worker_part.append(item.timestamp / 1000.0 - relayed[end_id])
             if done.is_set() and time.monotonic() > settle_deadline:
                 return
 
     settle_deadline = float("inf")
     reader = asyncio.create_task(read())
+    relay_reader = asyncio.create_task(read_relay())
     connection = await aio_pika.connect(amqp_url)
     tick = Ticker(say, f"end to end at {rate:,.0f}/s", len(records))
     try:
@@ -368,8 +395,17 @@ async def end_to_end(amqp_url: str, bootstrap: str, operations_topic: str, recor
     settle_deadline = time.monotonic() + settle_s
     done.set()
     await reader
+    await relay_reader
     await consumer.stop()
+    if relay is not None:
+        await relay.stop()
+
+    def ms(values: list[float], q: float) -> float | None:
+        return round(percentile(values, q) * 1000, 1) if values else None
+
     return {
+        "e2e_bridge_p50_ms": ms(bridge_part, 50), "e2e_bridge_p99_ms": ms(bridge_part, 99),
+        "e2e_worker_p50_ms": ms(worker_part, 50), "e2e_worker_p99_ms": ms(worker_part, 99),
         "e2e_offered_rate": round(offered, 1),
         "e2e_publisher_max_lag_ms": round(lag * 1000, 1),
         "e2e_operations": len(published),
