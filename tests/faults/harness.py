@@ -419,7 +419,9 @@ async def scenario(broker: Broker, data_dir: Path, published: list[str], referen
 
 
 def running(procs: list[Proc], name: str) -> list[Proc]:
-    return [proc for proc in procs if proc.name == name and proc.alive()]
+    alive = [proc for proc in procs if proc.name == name and proc.alive()]
+    assert alive, f"no {name} running any more: " + " / ".join(p.tail(12) for p in procs if p.name == name)
+    return alive
 
 
 async def sigkill(proc: Proc) -> None:

@@ -75,9 +75,13 @@ def test_rabbitmq_connections_closed_then_restarted(broker, private_stack, fleet
     assert broker.rabbit_node and broker.rabbit_node != "rabbit@localhost"  # never the shared node
 
     async def fault(p, pub):
-        # everything published first (a publisher's own losses during a RabbitMQ outage are oslo's,
-        # not ours); the bridge relays slowly (prefetch 20, linger 100 ms) so the faults hit mid-relay
+        # The first bridge stops cleanly (SIGTERM) while the fleet is published, so most of it waits
+        # in the queue (a publisher's own losses during a RabbitMQ outage are oslo's, not ours); a
+        # second bridge relays it slowly (prefetch 20, linger 100 ms) and the faults hit mid-relay.
+        await asyncio.sleep(1.0)
+        assert await running(p.procs, "bridge")[0].stop() == 0
         await asyncio.to_thread(publish_done, pub)
+        await p.bridge("--amqp-prefetch", "20", "--kafka-linger-ms", "100").wait_for("RabbitMQ connected", 60)
         await asyncio.sleep(2.0)
         rabbitmqctl(broker.rabbit_node, "close_all_connections", "fault suite")
         await asyncio.sleep(4.0)
@@ -93,7 +97,6 @@ def test_rabbitmq_connections_closed_then_restarted(broker, private_stack, fleet
         return {"left in queue at restart": left,
                 "bridge reconnects": bridge.text().count("RabbitMQ connected") - 1}
 
-    outcome = asyncio.run(scenario(broker, tmp_path, fleet[1], reference, fault, rate=0, timeout=240,
-                                   bridge_extra=("--amqp-prefetch", "20", "--kafka-linger-ms", "100")))
+    outcome = asyncio.run(scenario(broker, tmp_path, fleet[1], reference, fault, rate=0, timeout=240))
     FIGURES.append(outcome.line("RabbitMQ close_all_connections, then restart"))
     outcome.check()
