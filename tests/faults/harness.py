@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from pipeline import codec
 from pipeline.streams.topics import Topics
@@ -205,13 +206,16 @@ async def group_lag(kafka: str, group: str, topics: Iterable[str]) -> int | None
     """Records of `topics` not yet committed by `group`; None until the group committed at all."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.split(","), request_timeout_ms=10000)
     consumer = await _client(kafka)
-    await admin.start()
     try:
+        await admin.start()
         tps = await _partitions(consumer, topics)
         ends = await consumer.end_offsets(tps) if tps else {}
         committed = await admin.list_consumer_group_offsets(group)
         if not committed:
             return None
+    except KafkaError:  # e.g. the group coordinator not ready yet on a fresh or restarted Kafka
+        return None
+    else:
         return sum(end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
                    for tp, end in ends.items())
     finally:
