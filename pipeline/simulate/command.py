@@ -257,8 +257,9 @@ def make_output(args: argparse.Namespace) -> outputs.Output:
         # oslo's rabbit://...?ssl=1 with the system CAs (oslo's own [oslo_messaging_rabbit] ssl_* options
         # are not mapped)
         return outputs.RabbitOutput(outputs.oslo_url(amqp_connect_kwargs(args)["url"]), topics)
-    return outputs.KafkaOutput(kafka_client_kwargs(args)["bootstrap_servers"], args.topic_prefix,
-                               args.topic_partitions, args.value_format, topics)
+    client = kafka_client_kwargs(args)
+    return outputs.KafkaOutput(client.pop("bootstrap_servers"), args.topic_prefix,
+                               args.topic_partitions, args.value_format, topics, security=client)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -213,8 +213,9 @@ class _EventSource:
 
 class KafkaOutput:
     def __init__(self, bootstrap_servers: list[str], topic_prefix: str, partitions: int, value_format: str,
-                 topics: Topics) -> None:
+                 topics: Topics, security: dict | None = None) -> None:
         self.bootstrap_servers, self.topic_prefix = bootstrap_servers, topic_prefix
+        self.security = security or {}  # TLS/SASL arguments of config.kafka_client_kwargs
         self.partitions, self.value_format, self.topics = partitions, value_format, topics
         self.description = f"Kafka {','.join(bootstrap_servers)} relay topics {topic_prefix}*"
         self.failures = 0
@@ -228,7 +229,7 @@ class KafkaOutput:
 
         settings = BridgeSettings(
             sink=SinkSettings(bootstrap_servers=self.bootstrap_servers, topic_partitions=self.partitions,
-                              compression="none", client_id="pipeline-simulate"),
+                              compression="none", client_id="pipeline-simulate", security=self.security),
             topic_prefix=self.topic_prefix, value_format=self.value_format, metrics_port=0,
         )
         ready: asyncio.Future = asyncio.get_running_loop().create_future()
