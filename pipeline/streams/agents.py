@@ -14,6 +14,7 @@ reached Kafka replays those events without duplicating what it already sent.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from time import monotonic
 import os
@@ -62,13 +63,71 @@ class DirectTable:
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.store[key] = value
-        self.outbox.append((self.topic, key, value, _current_partition(), None, self._on_sent))
+        self.outbox.append((self.topic, key, value, _current_partition(), None, self._on_sent, True))
 
     def _on_sent(self, fut: Any) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return
         meta = fut.result()
         self.store.set_persisted_offset(meta.topic_partition, meta.offset)
+
+
+class ChangelogQueue:
+    """Table changelog records, released to the producer in order, each once the outputs of its
+    event are acknowledged.
+
+    A changelog record reaching Kafka before the outputs of the same event would, after a crash,
+    leave a state that says "done" for outputs that were never published: the replayed event is a
+    duplicate, its outputs are lost. Outputs and changelog go to different partitions, so the
+    producer alone does not order them. Holding each changelog record until its event's outputs
+    are acknowledged makes the changelog never ahead of the outputs; faust's commit waits for this
+    queue (`flush` is wrapped), so a committed offset still means "state and outputs are in Kafka".
+    """
+
+    def __init__(self, app: Any, on_delivery: Callable[[Any], None]) -> None:
+        self.app = app
+        self.on_delivery = on_delivery
+        self.queue: collections.deque = collections.deque()
+        self.lock = asyncio.Lock()
+        self.task: asyncio.Task | None = None
+        self.released = 0  # records handed to the producer so far
+        producer = app.producer
+        original = producer.flush
+
+        async def flush() -> None:
+            # the offsets being committed were taken before this call: the records queued now
+            # are theirs (and maybe a few more); later ones belong to a later commit
+            await self.drain(len(self.queue))
+            await original()
+
+        producer.flush = flush  # faust: commit and shutdown both flush the producer first
+
+    def put(self, outputs: list, record: tuple) -> None:
+        self.queue.append((list(outputs), record))
+
+    def kick(self) -> None:
+        if self.queue and (self.task is None or self.task.done()):
+            self.task = asyncio.ensure_future(self.drain(len(self.queue)))
+
+    async def drain(self, count: int) -> None:
+        """Release the first `count` records (fewer if others released them meanwhile)."""
+        target = self.released + count
+        async with self.lock:
+            producer = self.app.producer._ensure_producer()
+            while self.queue and self.released < target:
+                outputs, (topic, key, value, partition, on_sent) = self.queue[0]
+                for fut in outputs:
+                    if not fut.done():
+                        await asyncio.wait([fut])
+                    if fut.cancelled() or fut.exception() is not None:
+                        # never write the state of an event whose outputs were not published, and
+                        # fail the flush so faust does not commit past it
+                        raise RuntimeError(f"an output was not produced: {fut.exception() if not fut.cancelled() else 'cancelled'}")
+                fut = await producer.send(topic, value, key=key, partition=partition)
+                fut.add_done_callback(self.on_delivery)
+                fut.add_done_callback(on_sent)
+                self.queue.popleft()
+                self.released += 1
 
 
 def _current_partition() -> int:
@@ -96,23 +155,22 @@ class Processor:
         self.sink: Sink = sink or self._send
         # records to produce after this event, in order: outputs before the table writes they
         # follow from (see DirectTable); the agent hands them to the producer
-        self.outbox: list[tuple[str, bytes | None, bytes, int | None, list | None, Any]] = []
+        self.outbox: list[tuple[str, bytes | None, bytes, int | None, list | None, Any, bool]] = []
         self.output_topics = {kind: topic.get_topic_name() for kind, topic in rt.outputs.items()} \
             if hasattr(rt, "outputs") else {}
         self.value_format = rt.settings.value_format
         self.stale = True  # the watchdog must be rebuilt from the table before the next event
         self.guarded: dict[int, set[str]] = {}  # partition -> output ids already in Kafka
-        self.guard_pending: set[int] = set()  # partitions whose output tails are still to be read
 
     # --- faust-facing ---------------------------------------------------------------------------
 
     def _send(self, kind: str, key: bytes, out: Output, partition: int) -> None:
         value = codec.encode_value(kind, out.record, self.value_format)
-        self.outbox.append((self.output_topics[kind], key, value, partition, [("id", out.id.encode())], None))
+        self.outbox.append((self.output_topics[kind], key, value, partition, [("id", out.id.encode())], None, False))
 
     def on_assigned(self, partitions: Iterable[int]) -> None:
         self.stale = True
-        self.guard_pending.update(partitions)
+        self.guarded = {p: ids for p, ids in self.guarded.items() if p in partitions}
 
     def rebuild(self) -> None:
         """The watchdog's heaps and watermarks, from the table (after recovery)."""
@@ -219,7 +277,6 @@ class Processor:
 
     async def load_guard(self, partition: int) -> None:
         """Read the tail of each output topic's `partition`: ids a predecessor already published."""
-        self.guard_pending.discard(partition)
         window_ms = int(self.settings.replay_guard_s * 1000)
         if window_ms <= 0:
             return
@@ -272,19 +329,93 @@ def install(rt: Any) -> None:
             log.error("a record could not be produced (%s): stopping without committing past it", fut.exception())
             asyncio.ensure_future(app.crash(fut.exception()))
 
+    changelog = ChangelogQueue(app, check_delivery)
+    rt.changelog_queue = changelog
+
     async def produce() -> None:
         producer = app.producer._ensure_producer()  # the aiokafka producer faust flushes on commit
         send = producer.send
-        for topic, key, value, partition, headers, on_sent in processor.outbox:
+        outputs = []
+        for topic, key, value, partition, headers, on_sent, deferred in processor.outbox:
+            if deferred:
+                changelog.put(outputs, (topic, key, value, partition, on_sent))
+                continue
             fut = await send(topic, value, key=key, partition=partition, headers=headers)
             fut.add_done_callback(check_delivery)
-            if on_sent is not None:
-                fut.add_done_callback(on_sent)
+            outputs.append(fut)
         processor.outbox.clear()
+        changelog.kick()
+
+    first_offsets: dict[tuple[str, int], int] = {}
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
-        processor.on_assigned({tp.partition for tp in assigned if tp.topic in rt.topic_names.sources})
+        first_offsets.clear()
+        partitions = {tp.partition for tp in assigned if tp.topic in rt.topic_names.sources}
+        log.info("assigned relay partitions %s", sorted(partitions))
+        processor.on_assigned(partitions)
+        # read the output tails now, while faust holds the partitions paused: an await inside the
+        # agent during the recovery that follows widens faust-streaming#596 (records skipped)
+        for p in sorted(partitions):
+            try:
+                await processor.load_guard(p)
+            except Exception as exc:  # noqa: BLE001 - the guard only saves duplicates
+                log.warning("partition %d: output tail not read (%s); a replay may publish copies", p, exc)
+
+    stalls: dict[Any, tuple[int, int]] = {}
+
+    @app.timer(5.0)
+    async def _commit_watch() -> None:
+        """Repair what faust-streaming#596 leaves behind.
+
+        Around the seek that ends a recovery, faust can mark a fetched batch as read while its flow
+        is suspended (`Consumer._drain_messages`: `wait_first(callback(message),
+        suspend_flow.wait())`), so those records never reach the agent: they are never processed,
+        never acked, and every later commit of the partition is refused because the acked offsets
+        no longer start at the committed one. When a partition shows that gap on two checks in a
+        row, it is read again from the committed offset: the skipped records are processed, the
+        ones after them are duplicates the dedup drops, and commits resume.
+        """
+        if app.rebalancing or getattr(app, "in_recovery", False):
+            return
+        consumer = app.consumer
+        acked_by_tp = getattr(consumer, "_acked", {})
+        for tp, acked in list(acked_by_tp.items()):
+            committed = consumer._committed_offset.get(tp)
+            if not acked or committed is None or tp.topic not in rt.topic_names.sources:
+                stalls.pop(tp, None)
+                continue
+            head = min(acked)
+            if head <= committed:
+                stalls.pop(tp, None)
+                continue
+            if stalls.get(tp) != (committed, head):
+                stalls[tp] = (committed, head)
+                continue
+            stalls.pop(tp, None)
+            log.warning("%s[%d]: offsets %d..%d were skipped by the consumer (faust-streaming#596); "
+                        "reading them again", tp.topic, tp.partition, committed, head - 1)
+            rt.metrics.reread += head - committed
+            await consumer.seek(tp, committed)
+
+    @app.task
+    async def _dump_on_sigusr1() -> None:
+        """`kill -USR1 <pid>`: every asyncio task's stack to the log (what is the worker waiting on?)."""
+        import io
+
+        def dump() -> None:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                out.write(f"{task.get_name()}:\n")
+                coro = task.get_coro()
+                while coro is not None:  # follow the await chain down to what is pending
+                    frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+                    if frame is not None:
+                        out.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
+                    coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+            log.warning("asyncio tasks:\n%s", out.getvalue())
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
     @app.agent(rt.source, name="pipeline-agent", concurrency=1)
     async def process(stream: Any) -> Any:
@@ -293,12 +424,9 @@ def install(rt: Any) -> None:
         logging.getLogger().setLevel(getattr(logging, rt.settings.loglevel.upper(), logging.WARNING))
         async for event in stream.events():
             msg = event.message
-            if processor.guard_pending and msg.partition in processor.guard_pending:
-                try:
-                    await processor.load_guard(msg.partition)
-                except Exception as exc:  # noqa: BLE001 - the guard only saves duplicates
-                    log.warning("partition %d: output tail not read (%s); a replay may publish copies",
-                                msg.partition, exc)
+            if (msg.topic, msg.partition) not in first_offsets:
+                first_offsets[(msg.topic, msg.partition)] = msg.offset
+                log.info("%s[%d]: first record read at offset %d", msg.topic, msg.partition, msg.offset)
             processor.handle(msg.topic, msg.partition, msg.key, msg.value)
             if processor.outbox:
                 await produce()

@@ -55,6 +55,8 @@ class WorkerSettings:
     replay_guard_s: float = 30.0  # how far back (before its newest record) an output partition is re-read on assignment
     rocksdb_cache_mb: int = 64  # block cache per partition database
     rocksdb_write_buffer_mb: int = 16
+    session_timeout_s: float = 30.0  # a worker that died without leaving is replaced after this
+    group_instance_id: str | None = None  # static membership: a restart takes its place at once
     stop_after: int = 0  # exit once this many relay records were read (benchmarks); 0 = never
     loglevel: str = "warning"
 
@@ -77,6 +79,7 @@ class Metrics:
     beyond_horizon: int = 0  # older than the dedup memory: counted, not processed
     undecodable: int = 0  # sent to the dead-letter topic
     unkeyed: int = 0  # no resource UUID: nothing to pair or track
+    reread: int = 0  # records read again after the consumer skipped them (see agents._commit_watch)
     replay_suppressed: int = 0  # outputs a killed predecessor had already published
     outputs: collections.Counter = field(default_factory=collections.Counter)  # kind -> count
     alerts: collections.Counter = field(default_factory=collections.Counter)  # alert kind -> count
@@ -172,7 +175,8 @@ def _credentials(kafka: Mapping[str, Any]) -> Any:
 
 def create_app(settings: WorkerSettings, partitions: int) -> Runtime:
     """A faust app with the worker's tables, topics and agent; `partitions` as `topics.ensure` found."""
-    data_dir = Path(settings.data_dir)
+    data_dir = Path(settings.data_dir) / settings.app_id  # apps must not share RocksDB files
+    data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers],
@@ -193,7 +197,10 @@ def create_app(settings: WorkerSettings, partitions: int) -> Runtime:
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_bind,
-        web_tables_enabled=False,  # /table would dump raw state; the web views are the interface
+        web_tables_enabled=False,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        consumer_group_instance_id=settings.group_instance_id,  # /table would dump raw state; the web views are the interface
         autodiscover=False,
     )
     rt = Runtime(settings, app, partitions)

@@ -60,6 +60,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="directory of the RocksDB tables (env WORKER_DATA_DIR; default %(default)s)")
     g.add_argument("--rocksdb-cache-mb", type=int, default=env_int("WORKER_ROCKSDB_CACHE_MB", 64),
                    help="RocksDB block cache per table partition, MiB (env WORKER_ROCKSDB_CACHE_MB; default %(default)s)")
+    g.add_argument("--session-timeout", type=float, default=_env_float("WORKER_SESSION_TIMEOUT", 30.0),
+                   help="a worker that died without leaving its group is replaced after this, s "
+                        "(env WORKER_SESSION_TIMEOUT; default %(default)s)")
+    g.add_argument("--group-instance-id", default=env("WORKER_GROUP_INSTANCE_ID"),
+                   help="static group membership (e.g. the StatefulSet pod name): a restarted worker takes "
+                        "its partitions back at once, without waiting for the session timeout "
+                        "(env WORKER_GROUP_INSTANCE_ID; default none)")
     g.add_argument("--web-host", default=env("WORKER_WEB_HOST", "127.0.0.1"),
                    help="host name other workers reach this one's web views at (env WORKER_WEB_HOST; default %(default)s)")
     g.add_argument("--web-port", type=int, default=env_int("WORKER_WEB_PORT", 6066),
@@ -108,6 +115,8 @@ def settings_from_args(args: argparse.Namespace):
                         ("--default-deadline", args.default_deadline)):
         if value <= 0:
             raise ConfigError(f"{name} must be > 0, not {value:g}")
+    if not 6 <= args.session_timeout <= 300:
+        raise ConfigError(f"--session-timeout must be between 6 and 300 s, not {args.session_timeout:g}")
     if args.lateness < 0:
         raise ConfigError(f"--lateness must be >= 0, not {args.lateness:g}")
     if args.dedup_max_ids < 1:
@@ -132,6 +141,7 @@ def settings_from_args(args: argparse.Namespace):
         web_enabled=not args.no_web, web_host=args.web_host, web_port=args.web_port, web_bind=args.web_bind,
         lateness_s=args.lateness, replay_guard_s=args.replay_guard, rocksdb_cache_mb=args.rocksdb_cache_mb,
         stop_after=args.stop_after, loglevel=args.loglevel,
+        session_timeout_s=args.session_timeout, group_instance_id=args.group_instance_id or None,
     )
 
 
@@ -143,6 +153,29 @@ def _install_web(rt) -> None:
     install = getattr(web, "install", None)
     if install is not None:
         install(rt)
+
+
+def _forget_unclean_tables(rt, settings):
+    """RocksDB tables left by a worker that did not stop cleanly may hold writes whose changelog
+    records (and outputs) never reached Kafka: after a SIGKILL the local state can be ahead of what
+    was published, and the replayed events would then be dropped as duplicates. Such tables are
+    removed, so faust rebuilds them from the changelog (which is never ahead of the outputs).
+    Returns the marker to write after a clean stop."""
+    if not settings.store.startswith("rocksdb"):
+        return None
+    import logging
+    import shutil
+    from pathlib import Path
+
+    tabledir = Path(rt.app.conf.tabledir)
+    marker = tabledir.parent / f"{settings.app_id}.clean-stop"
+    if tabledir.exists() and not marker.exists():
+        logging.getLogger("pipeline.worker").warning(
+            "%s: the last worker did not stop cleanly; rebuilding the tables from their changelogs", tabledir)
+        shutil.rmtree(tabledir)
+    marker.unlink(missing_ok=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    return marker
 
 
 def run(args: argparse.Namespace) -> int:
@@ -159,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
     rt = create_app(settings, partitions)
     if settings.web_enabled:
         _install_web(rt)
+    clean_marker = _forget_unclean_tables(rt, settings)
     started = time.monotonic()
     worker = faust.Worker(rt.app, loglevel=settings.loglevel, quiet=True)
     try:
@@ -168,11 +202,13 @@ def run(args: argparse.Namespace) -> int:
     else:  # pragma: no cover - execute_from_commandline always raises SystemExit
         code = 0
     elapsed = time.monotonic() - started
+    if clean_marker is not None and code == 0 and not rt.app._crashed.is_set():
+        clean_marker.touch()
     m = rt.metrics
     summary = {
         "events": m.events, "processed": m.processed, "duplicates": m.duplicates,
         "beyond_horizon": m.beyond_horizon, "undecodable": m.undecodable, "unkeyed": m.unkeyed,
-        "outputs": dict(m.outputs), "alerts": dict(m.alerts), "replay_suppressed": m.replay_suppressed,
+        "outputs": dict(m.outputs), "alerts": dict(m.alerts), "replay_suppressed": m.replay_suppressed, "reread": m.reread,
         "elapsed_s": round(elapsed, 3),
         "events_per_s": round((m.events - 1) / (m.last_at - m.first_at)) if m.last_at > m.first_at else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -135,6 +135,8 @@ def wait_caught_up(names: Names, proc: subprocess.Popen, run: str = "a", timeout
         except Exception:  # noqa: BLE001 - the group may not exist yet
             pass
         time.sleep(0.5)
+    proc.send_signal(signal.SIGUSR1)  # the worker logs its asyncio task stacks: what it waits on
+    time.sleep(1.0)
     raise AssertionError(f"worker {run} did not catch up within {timeout_s} s")
 
 
