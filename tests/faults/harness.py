@@ -310,7 +310,7 @@ async def derived(kafka: str, output_prefix: str) -> Derived:
     return Derived(ops, alerts, nodes, dict(dups), counts)
 
 
-async def caught_up(pipeline: Pipeline, timeout: float = 120, quiet_s: float = 4.0) -> None:
+async def caught_up(pipeline: Pipeline, timeout: float = 120, quiet_s: float = 3.0) -> None:
     """Until the worker group committed every relay record and the outputs stopped growing."""
     kafka, names = pipeline.broker.kafka, pipeline.names
     sources = Topics.named(names.topic_prefix, names.output_prefix).sources  # what the worker reads

@@ -45,8 +45,8 @@ def test_kafka_down_then_restarted(broker, private_stack, fleet, reference, tmp_
         await stopping
         down_at = time.monotonic()
         # Kafka is down: the publisher goes on, RabbitMQ holds what the bridge may not take
-        # at least 20 s, and until the publisher is done (at most 60 s): the whole rest of the fleet waits
-        while time.monotonic() - down_at < 20 or pub.poll() is None and time.monotonic() - down_at < 60:
+        # at least 15 s, and until the publisher is done (at most 60 s): the whole rest of the fleet waits
+        while time.monotonic() - down_at < 15 or pub.poll() is None and time.monotonic() - down_at < 60:
             rss.sample()
             waiting.append(await ready_in_queue(broker.amqp_url, p.names.queue))
             await asyncio.sleep(0.5)
