@@ -4,12 +4,19 @@ Per relay record: decode (codec) -> watermark -> dedup + operations + node state
 -> write the resource record -> publish outputs -> loss counts -> the watchdog's due checks for this
 partition (operations.on_expiry), written in the same stream context.
 
-Outputs are enqueued before the changelog write of the same event, on the partition number of the
-event (the output topics have the relay topics' partition count), with a header ``id`` holding the
-output's deterministic id. After a (re)assignment, before the first event of partition p, the tail
-of each output topic's partition p is re-read (`replay_guard_s` before its newest record) and the
-ids found there are not published again: a worker killed after publishing but before its table write
-reached Kafka replays those events without duplicating what it already sent.
+What a crash can and cannot do (at-least-once input, faust commits every 2.8 s):
+
+* outputs go to the partition number of their event (output topics have the relay topics'
+  partition count) with a header ``id`` = the output's deterministic id;
+* a table's changelog record is produced only after the outputs of its event are acknowledged
+  (`ChangelogQueue`), and faust's commit waits for that queue: in Kafka, state is never ahead of
+  outputs, and a committed offset means both are there;
+* after an assignment, before any record flows, the tail of each output partition is re-read
+  (`replay_guard_s` before its newest record): the ids found there are not published again, so an
+  event replayed because its state write did not make it before the crash does not duplicate the
+  outputs it already published;
+* RocksDB tables left by an unclean stop are rebuilt from the changelog (command.py), since their
+  local writes may be ahead of what reached Kafka.
 """
 from __future__ import annotations
 
@@ -351,6 +358,10 @@ def install(rt: Any) -> None:
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
         first_offsets.clear()
+        now = monotonic()
+        last_offset.clear()
+        for tp in assigned:
+            last_read[tp] = now  # counts as a read: the stall check starts from the assignment
         partitions = {tp.partition for tp in assigned if tp.topic in rt.topic_names.sources}
         log.info("assigned relay partitions %s", sorted(partitions))
         processor.on_assigned(partitions)
@@ -363,6 +374,8 @@ def install(rt: Any) -> None:
                 log.warning("partition %d: output tail not read (%s); a replay may publish copies", p, exc)
 
     stalls: dict[Any, tuple[int, int]] = {}
+    last_read: dict[Any, float] = {}
+    last_offset: dict[Any, int] = {}
 
     @app.timer(5.0)
     async def _commit_watch() -> None:
@@ -376,9 +389,32 @@ def install(rt: Any) -> None:
         row, it is read again from the committed offset: the skipped records are processed, the
         ones after them are duplicates the dedup drops, and commits resume.
         """
-        if app.rebalancing or getattr(app, "in_recovery", False):
+        if app.rebalancing or getattr(app, "in_recovery", False) or not rt.ready:
             return
         consumer = app.consumer
+        now = monotonic()
+        for tp in consumer.assignment():
+            # a partition with records waiting and nothing read for a while: faust left it paused,
+            # or dropped what it had fetched, around the end of a recovery (seen after SIGKILL)
+            if tp.topic not in rt.topic_names.sources:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - no metadata yet
+                continue
+            read = last_read.get(tp)
+            # what the agent really got (faust's own read offset may count records it dropped)
+            position = last_offset.get(tp, (consumer._committed_offset.get(tp) or 0) - 1) + 1
+            if highwater is None or highwater <= position or read is None or now - read < 15.0:
+                continue
+            committed = consumer._committed_offset.get(tp) or 0
+            log.warning("%s[%d]: %d records waiting and none read for %.0f s; resuming from offset %d",
+                        tp.topic, tp.partition, highwater - position, now - read, committed)
+            last_read[tp] = now
+            await consumer.seek(tp, committed)
+            consumer.resume_partitions({tp})
+            consumer.resume_flow()
+            app.flow_control.resume()
         acked_by_tp = getattr(consumer, "_acked", {})
         for tp, acked in list(acked_by_tp.items()):
             committed = consumer._committed_offset.get(tp)
@@ -424,6 +460,8 @@ def install(rt: Any) -> None:
         logging.getLogger().setLevel(getattr(logging, rt.settings.loglevel.upper(), logging.WARNING))
         async for event in stream.events():
             msg = event.message
+            last_read[msg.tp] = monotonic()
+            last_offset[msg.tp] = msg.offset
             if (msg.topic, msg.partition) not in first_offsets:
                 first_offsets[(msg.topic, msg.partition)] = msg.offset
                 log.info("%s[%d]: first record read at offset %d", msg.topic, msg.partition, msg.offset)
