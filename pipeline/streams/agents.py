@@ -184,10 +184,10 @@ class Processor:
         self.watchdog.clear()
         for key, raw in self.resources.items():
             st = orjson.loads(raw)
-            p = st.get("p", 0)
+            lane = (st.get("t", ""), st.get("p", 0))
             if st.get("w"):
-                self.watchdog.restore(p, st["w"])
-            self.watchdog.schedule(p, key, operations.pending(st, self.machine))
+                self.watchdog.restore(lane, st["w"])
+            self.watchdog.schedule(lane, key, operations.pending(st, self.machine))
         self.stale = False
         self.rt.ready = True
 
@@ -208,7 +208,8 @@ class Processor:
             self._deadletter(topic, partition, key, value, exc)
             return
         wd = self.watchdog
-        wd.observe(partition, ts)
+        lane = (topic, partition)  # see watchdog: one clock per topic partition
+        wd.observe(lane, ts)
         if key:
             raw = self.resources.get(key)
             res = operations.on_event(orjson.loads(raw) if raw is not None else None, event, ts,
@@ -216,26 +217,27 @@ class Processor:
             if res.verdict == "new":
                 m.processed += 1
                 self.recent.event(event["event_type"])
-                self._commit(partition, key, res)
+                self._commit(lane, key, res)
             elif res.verdict == "duplicate":
                 m.duplicates += 1
             else:
                 m.beyond_horizon += 1
         else:
             m.unkeyed += 1
-        mark = wd.watermark(partition)
-        m.watermarks[partition] = mark
-        for due_key, expiry in wd.due(partition):
+        mark = wd.watermark(lane)
+        m.watermarks[lane] = mark
+        for due_key, expiry in wd.due(lane):
             raw = self.resources.get(due_key)
             if raw is None:
                 continue
             res = operations.on_expiry(orjson.loads(raw), due_key.decode(), expiry, mark, self.machine, owned=True)
             if res.changed:
-                self._commit(partition, due_key, res)
+                self._commit(lane, due_key, res)
         if self.settings.stop_after and m.events >= self.settings.stop_after:
             self._stop_worker()
 
-    def _commit(self, partition: int, key: bytes, res: operations.Result) -> None:
+    def _commit(self, lane: tuple[str, int], key: bytes, res: operations.Result) -> None:
+        topic, partition = lane
         # outputs first: they are enqueued before the changelog record of the same change
         guard = self.guarded.get(partition)
         for out in res.outputs:
@@ -249,12 +251,13 @@ class Processor:
             elif out.kind == "alert":
                 self.metrics.alerts[out.record["kind"]] += 1
                 self.recent.on_alert(out.record)
-        res.state["w"] = self.watchdog.watermark(partition)
+        res.state["t"] = topic
+        res.state["w"] = self.watchdog.watermark(lane)
         self.resources[key] = orjson.dumps(res.state)
         if res.counters:
             self._count(partition, res.counters)
         if res.expiries:
-            self.watchdog.schedule(partition, key, res.expiries)
+            self.watchdog.schedule(lane, key, res.expiries)
 
     def _count(self, partition: int, counters: list[Counter]) -> None:
         rows: dict[bytes, list[Counter]] = {}

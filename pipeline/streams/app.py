@@ -83,7 +83,7 @@ class Metrics:
     replay_suppressed: int = 0  # outputs a killed predecessor had already published
     outputs: collections.Counter = field(default_factory=collections.Counter)  # kind -> count
     alerts: collections.Counter = field(default_factory=collections.Counter)  # alert kind -> count
-    watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark (µs)
+    watermarks: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> watermark (µs)
 
 
 class Recent:

@@ -1,4 +1,11 @@
-"""Event-time deadlines: a watermark and a heap of due checks per partition (no faust, no clock).
+"""Event-time deadlines: a watermark and a heap of due checks per lane (no faust, no clock).
+
+A lane is one partition of one relay topic, `(topic, partition)`. faust reads the co-partitioned
+topics of an agent independently, so one topic's partition can be hours of event time ahead of the
+same partition number of another (a sparse `notifications.task` read to its end while
+`notifications.baremetal.node` is still being caught up): a clock shared by partition number would
+expire operations whose ends are merely not read yet. Every resource lives in one topic (its
+family's), so its operations, their ends and their lane's clock move together.
 
 The watermark of a partition is the newest event time seen on it minus the allowed lateness: a
 check due at T fires only when an event later than T + lateness has been read from the same
@@ -19,39 +26,41 @@ re-validated against the current state (`operations.on_expiry`).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 
 from .models import Expiry
 
-__all__ = ["Watchdog"]
+__all__ = ["Lane", "Watchdog"]
+
+Lane = Hashable  # (topic, partition) in the worker; tests may use a plain partition number
 
 
 class Watchdog:
     def __init__(self, lateness_us: int) -> None:
         self.lateness_us = lateness_us
-        self.newest: dict[int, int] = {}  # partition -> newest event time read
-        self._heaps: dict[int, list[tuple[int, int, bytes, Expiry]]] = {}
+        self.newest: dict[Lane, int] = {}  # lane -> newest event time read
+        self._heaps: dict[Lane, list[tuple[int, int, bytes, Expiry]]] = {}
         self._seq = 0
 
-    def watermark(self, partition: int) -> int:
+    def watermark(self, partition: Lane) -> int:
         newest = self.newest.get(partition)
         return 0 if newest is None else newest - self.lateness_us
 
-    def observe(self, partition: int, ts: int) -> None:
+    def observe(self, partition: Lane, ts: int) -> None:
         if ts > self.newest.get(partition, 0):
             self.newest[partition] = ts
 
-    def restore(self, partition: int, watermark: int) -> None:
+    def restore(self, partition: Lane, watermark: int) -> None:
         """Raise the partition's watermark to one recorded in the table."""
         self.observe(partition, watermark + self.lateness_us)
 
-    def schedule(self, partition: int, key: bytes, expiries: Iterable[Expiry]) -> None:
+    def schedule(self, partition: Lane, key: bytes, expiries: Iterable[Expiry]) -> None:
         heap = self._heaps.setdefault(partition, [])
         for expiry in expiries:
             self._seq += 1
             heapq.heappush(heap, (expiry.due, self._seq, key, expiry))
 
-    def due(self, partition: int) -> Iterator[tuple[bytes, Expiry]]:
+    def due(self, partition: Lane) -> Iterator[tuple[bytes, Expiry]]:
         """Pop every check of `partition` due before its watermark, earliest first."""
         heap = self._heaps.get(partition)
         if not heap:
