@@ -11,20 +11,10 @@ import time
 import orjson
 
 from .. import catalog
-from ..config import ConfigError, add_kafka_args, add_value_format_arg, env, env_int, kafka_client_kwargs
+from ..config import ConfigError, add_kafka_args, add_value_format_arg, env, env_float, env_int, kafka_client_kwargs
 from .models import Settings
 
 __all__ = ["configure", "run", "settings_from_args"]
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = env(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
 def parse_deadlines(items: list[str]) -> dict[str, float]:
@@ -60,7 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="directory of the RocksDB tables (env WORKER_DATA_DIR; default %(default)s)")
     g.add_argument("--rocksdb-cache-mb", type=int, default=env_int("WORKER_ROCKSDB_CACHE_MB", 64),
                    help="RocksDB block cache per table partition, MiB (env WORKER_ROCKSDB_CACHE_MB; default %(default)s)")
-    g.add_argument("--session-timeout", type=float, default=_env_float("WORKER_SESSION_TIMEOUT", 30.0),
+    g.add_argument("--session-timeout", type=float, default=env_float("WORKER_SESSION_TIMEOUT", 30.0),
                    help="a worker that died without leaving its group is replaced after this, s "
                         "(env WORKER_SESSION_TIMEOUT; default %(default)s)")
     g.add_argument("--group-instance-id", default=env("WORKER_GROUP_INSTANCE_ID"),
@@ -79,23 +69,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--deadline", action="append", default=[env("DEADLINES", "")], metavar="OPERATION=SECONDS",
                    help="deadline of an operation's end, overriding the catalog's; repeatable "
                         "(env DEADLINES, comma-separated)")
-    t.add_argument("--default-deadline", type=float, default=_env_float("DEFAULT_DEADLINE", catalog.DEFAULT_DEADLINE_S),
+    t.add_argument("--default-deadline", type=float, default=env_float("DEFAULT_DEADLINE", catalog.DEFAULT_DEADLINE_S),
                    help="deadline of operations the catalog has none for, s (env DEFAULT_DEADLINE; default %(default)s)")
-    t.add_argument("--stuck-after", type=float, default=_env_float("STUCK_AFTER", 3600.0),
+    t.add_argument("--stuck-after", type=float, default=env_float("STUCK_AFTER", 3600.0),
                    help="a node in a transitional provision state longer than this raises stuck_state, s "
                         "(env STUCK_AFTER; default %(default)s)")
-    t.add_argument("--orphan-grace", type=float, default=_env_float("ORPHAN_GRACE", 300.0),
+    t.add_argument("--orphan-grace", type=float, default=env_float("ORPHAN_GRACE", 300.0),
                    help="how long an end waits for its start before orphan_end, s (env ORPHAN_GRACE; default %(default)s)")
-    t.add_argument("--lateness", type=float, default=_env_float("WATERMARK_LATENESS", 60.0),
+    t.add_argument("--lateness", type=float, default=env_float("WATERMARK_LATENESS", 60.0),
                    help="the watermark trails the newest event time of a partition by this, s "
                         "(env WATERMARK_LATENESS; default %(default)s)")
-    t.add_argument("--late-horizon", type=float, default=_env_float("LATE_HORIZON", 86400.0),
+    t.add_argument("--late-horizon", type=float, default=env_float("LATE_HORIZON", 86400.0),
                    help="after missing_end, how long a late end is still paired, s (env LATE_HORIZON; default %(default)s)")
-    t.add_argument("--dedup-window", type=float, default=_env_float("DEDUP_WINDOW", 3600.0),
+    t.add_argument("--dedup-window", type=float, default=env_float("DEDUP_WINDOW", 3600.0),
                    help="message ids remembered per resource, s of event time (env DEDUP_WINDOW; default %(default)s)")
     t.add_argument("--dedup-max-ids", type=int, default=env_int("DEDUP_MAX_IDS", 32),
                    help="... and at most this many per resource (env DEDUP_MAX_IDS; default %(default)s)")
-    t.add_argument("--replay-guard", type=float, default=_env_float("REPLAY_GUARD", 30.0),
+    t.add_argument("--replay-guard", type=float, default=env_float("REPLAY_GUARD", 30.0),
                    help="on assignment, re-read this much (s before the newest record) of each output partition "
                         "so a replay does not publish twice; 0 = off (env REPLAY_GUARD; default %(default)s)")
     b = parser.add_argument_group("benchmarks")

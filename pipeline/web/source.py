@@ -20,21 +20,15 @@ from typing import Any, Iterable, Mapping
 
 import orjson
 
-from pipeline.config import ConfigError, env, secret
+from pipeline.config import ConfigError, env, env_float, secret
 from pipeline.web.observe import Observations
 from pipeline.web.views import WebSource, WebViews, register
 
 
 def _seconds(name: str, default: float) -> float:
-    raw = env(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+    value = env_float(name, default)
     if not value > 0:
-        raise ConfigError(f"{name}={raw!r} is not a positive number of seconds")
+        raise ConfigError(f"{name}={env(name)!r} is not a positive number of seconds")
     return value
 
 
