@@ -42,6 +42,14 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory):
         stack.stop()
 
 
+@pytest.fixture(autouse=True)
+def _private_stack_up(request: pytest.FixtureRequest) -> None:
+    """A scenario that restarts a broker may leave it down when it fails: start what is not listening
+    (up.sh reuses a broker that listens), so one failure does not fail every later scenario."""
+    if "private_stack" in request.fixturenames:
+        request.getfixturevalue("private_stack").start()
+
+
 @pytest.fixture(scope="session")
 def broker(private_stack: PrivateStack) -> Broker:
     return Broker(private_stack.kafka_bootstrap, private_stack.amqp_url,
