@@ -23,7 +23,7 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from pipeline import codec, events, wire
+from pipeline import codec, events, redact, wire
 
 from . import metrics
 from .sink import Headers, KafkaSink, SinkSettings, TopicRefused, _one_line
@@ -180,7 +180,7 @@ class Relay:
             ("exchange", (d.exchange or "").encode()),
             ("routing_key", (d.routing_key or "").encode()),
         )
-        body = d.body
+        body = redact.mask_body(d.body)  # credentials never leave the bridge, not even rejected ones
         limit = self.settings.sink.max_request_bytes - 4096
         if len(body) > limit:  # the dead letter itself must fit into a Kafka request
             headers += (("truncated_from", str(len(body)).encode()),)

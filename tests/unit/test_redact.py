@@ -113,3 +113,20 @@ def test_scalars_and_non_string_keys():
     assert redact.mask(3) == 3
     assert redact.mask("plain") == "plain"
     assert redact.mask({1: "x", "token": 5}) == {1: "x", "token": "***"}
+
+
+def test_dead_letter_bodies_keep_their_shape_but_not_their_credentials() -> None:
+    from pipeline.redact import mask_body
+
+    broken_inner = (b'{"oslo.version": "2.0", "oslo.message": "{\\"_context_auth_token\\": \\"tok-1\\", '
+                    b'\\"payload\\": {\\"driver_info\\": {\\"ipmi_password\\": \\"pw-2\\"}}, \\"x\\": 1"}')
+    for body, secrets in (
+        (broken_inner, (b"tok-1", b"pw-2")),
+        (b'{"password": "pw-3", "trunc', (b"pw-3",)),
+        (b'{"event_type": 5, "payload": {"admin_pass": "pw-4"}}', (b"pw-4",)),
+        (b"not json amqp://u:pw-5@h/", (b"pw-5",)),
+    ):
+        masked = mask_body(body)
+        assert not any(s in masked for s in secrets), masked
+        assert b"***" in masked
+    assert mask_body(b"\xff\xfe garbage") == b"\xff\xfe garbage"  # nothing to mask: byte for byte
