@@ -272,7 +272,8 @@ def test_bridge_and_worker_do_their_job_with_their_acls(broker: Broker, tmp_path
         deadline = time.monotonic() + 90
         while True:
             outputs = asyncio.run(end_offsets(broker.admin_bootstrap, topics["outputs"], partitions))
-            if all(outputs.values()):
+            # this clean traffic finishes every operation: alerts may rightly stay empty
+            if all(n for topic, n in outputs.items() if not topic.endswith("alerts")):
                 break
             assert process.poll() is None, f"the worker exited:\n{worker_log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"no output in 90 s: {outputs}\n{worker_log.read_text()[-3000:]}"
