@@ -22,6 +22,7 @@ from aiokafka.helpers import create_ssl_context
 
 from pipeline import codec
 from tests.support.oslo_rabbit import OsloPublisher, power_set_payload, wait_for_queue
+from tests.support.processes import spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 TLS = Path(os.environ.get("PIPELINE_STACK_DIR", ROOT / ".stack")) / "tls"
@@ -45,11 +46,6 @@ def _env(**extra: str) -> dict[str, str]:
         "AMQP_SSL_CAFILE": str(TLS / "ca.pem"),
         **extra,
     }
-
-
-def _pipeline(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
 
 
 async def _operations(topic: str, timeout: float) -> list:
@@ -88,10 +84,10 @@ def test_power_on_through_tls_rabbitmq_and_sasl_ssl_kafka(tmp_path: Path, unique
     env = _env()
     common = ["--kafka-bootstrap-servers", SECURE_KAFKA, "--topic-prefix", prefix, "--topic-partitions", "3"]
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "bridge")}
-    worker = _pipeline("worker", *common, "--app-id", f"sec-{unique}", "--output-prefix", out,
+    worker = spawn("worker", *common, "--app-id", f"sec-{unique}", "--output-prefix", out,
                        "--store", "memory://", "--no-web", env=env, log=logs["worker"])
     metrics_port = _free_port()
-    bridge = _pipeline("bridge", *common, "--amqp-url", AMQPS, "--amqp-queue", f"sec-{unique}",
+    bridge = spawn("bridge", *common, "--amqp-url", AMQPS, "--amqp-queue", f"sec-{unique}",
                        "--metrics-port", str(metrics_port), env=env, log=logs["bridge"])
     try:
         user, password = _secret("amqp-user"), _secret("amqp-password")
@@ -112,13 +108,7 @@ def test_power_on_through_tls_rabbitmq_and_sasl_ssl_kafka(tmp_path: Path, unique
         for secret in _passwords():
             assert secret not in metrics
     finally:
-        for proc in (bridge, worker):
-            proc.terminate()
-        for proc in (bridge, worker):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(bridge, worker)
     # Acceptance 3: no password in any line either process wrote.
     for name, path in logs.items():
         text = path.read_text(errors="replace")

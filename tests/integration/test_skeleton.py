@@ -5,8 +5,6 @@ power_set.start and .end into RabbitMQ, `pipeline bridge` relays them to Kafka k
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime
@@ -18,13 +16,9 @@ from aiokafka import AIOKafkaConsumer
 
 from pipeline import codec
 from tests.support.oslo_rabbit import OsloPublisher, power_set_payload, wait_for_queue
+from tests.support.processes import spawn, stop
 
 KAFKA = "127.0.0.1:9092"
-
-
-def _spawn(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT)
 
 
 async def _records(topic: str, want, timeout: float) -> list:
@@ -47,9 +41,9 @@ def test_power_on_duration_from_oslo_notifier_to_operations_topic(unique: str, t
     node = str(uuid.uuid4())
     prefix, out = f"skel{unique}.notifications.", f"skel{unique}.pipeline."
     common = ["--topic-prefix", prefix, "--topic-partitions", "3"]
-    worker = _spawn("worker", *common, "--app-id", f"skel-{unique}", "--output-prefix", out,
+    worker = spawn("worker", *common, "--app-id", f"skel-{unique}", "--output-prefix", out,
                     "--store", "memory://", "--no-web", log=tmp_path / "worker.log")
-    bridge = _spawn("bridge", *common, "--amqp-queue", f"skel-{unique}", "--metrics-port", "0",
+    bridge = spawn("bridge", *common, "--amqp-queue", f"skel-{unique}", "--metrics-port", "0",
                     log=tmp_path / "bridge.log")
     try:
         wait_for_queue(f"skel-{unique}")
@@ -78,10 +72,4 @@ def test_power_on_duration_from_oslo_notifier_to_operations_topic(unique: str, t
         assert op["duration_ms"] == pytest.approx(expected_ms, abs=1)
         assert 1000 <= op["duration_ms"] < 10_000
     finally:
-        for proc in (bridge, worker):
-            proc.terminate()
-        for proc in (bridge, worker):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(bridge, worker)
