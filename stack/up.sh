@@ -124,6 +124,7 @@ CONF
 }
 
 bash "$STACK/certs.sh"
+kafka_jars   # also when a running broker is reused: tests start private brokers from these jars
 for broker in "${@:-kafka rabbitmq}"; do
   for b in $broker; do
     case "$b" in kafka) start_kafka ;; rabbitmq) start_rabbitmq ;; *) die "unknown broker $b (kafka, rabbitmq)" ;; esac
