@@ -107,7 +107,7 @@ ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false
 CONF
   as_root chown -R rabbitmq: "$conf"; as_root chmod 0600 "$conf/server.key"
-  as_root env RABBITMQ_CONFIG_FILE="$conf/rabbitmq.conf" RABBITMQ_DIST_PORT=$((AMQP_PORT + 20000)) \
+  as_root env RABBITMQ_CONFIG_FILE="$conf/rabbitmq.conf" RABBITMQ_DIST_PORT="$RABBITMQ_DIST_PORT" \
       RABBITMQ_NODENAME="$node" rabbitmq-server -detached >"$STATE/rabbitmq.out" 2>&1
   echo "${RABBITMQ_NODENAME:-rabbit@localhost}" >"$STATE/rabbitmq.node"
   for _ in $(seq 1 240); do

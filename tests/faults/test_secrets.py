@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from tests.support.oslo_rabbit import OsloPublisher
 
 from .conftest import FIGURES
 from .harness import Pipeline, caught_up, read_topics, topics_starting
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -34,12 +34,6 @@ def secrets_in(value) -> set[str]:
     if isinstance(value, list):
         return set().union(*map(secrets_in, value), set())
     return set()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str) -> tuple[int, str]:

@@ -3,7 +3,6 @@ oslo.messaging's Kafka driver, a declaration RabbitMQ refuses, and the /metrics 
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from oslo_wire import publish  # noqa: E402
 
 from pipeline import codec  # noqa: E402
 from pipeline.bridge.sink import java_partition  # noqa: E402
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -163,12 +163,6 @@ def test_refused_exchange_declaration_exits_2_with_one_line(unique: str) -> None
     assert last.startswith("pipeline bridge: error:") and "PRECONDITION_FAILED" in last
     assert "--amqp-exchange-durable" in last
     assert "Traceback" not in proc.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_metrics_endpoint(tmp_path: Path, unique: str) -> None:

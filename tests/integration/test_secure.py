@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from aiokafka.helpers import create_ssl_context
 from pipeline import codec
 from tests.support.oslo_rabbit import OsloPublisher, power_set_payload, wait_for_queue
 from tests.support.processes import spawn, stop
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TLS = Path(os.environ.get("PIPELINE_STACK_DIR", ROOT / ".stack")) / "tls"
@@ -67,12 +67,6 @@ async def _operations(topic: str, timeout: float) -> list:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _passwords() -> list[str]:
     return [_secret("kafka-password"), _secret("amqp-password")]
 
@@ -86,7 +80,7 @@ def test_power_on_through_tls_rabbitmq_and_sasl_ssl_kafka(tmp_path: Path, unique
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "bridge")}
     worker = spawn("worker", *common, "--app-id", f"sec-{unique}", "--output-prefix", out,
                        "--store", "memory://", "--no-web", env=env, log=logs["worker"])
-    metrics_port = _free_port()
+    metrics_port = free_port()
     bridge = spawn("bridge", *common, "--amqp-url", AMQPS, "--amqp-queue", f"sec-{unique}",
                        "--metrics-port", str(metrics_port), env=env, log=logs["bridge"])
     try:

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,12 +19,6 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _make(target: str, env: dict[str, str]) -> str:
@@ -38,7 +33,7 @@ def _make(target: str, env: dict[str, str]) -> str:
 def test_up_twice_down_twice_leaves_foreign_brokers_running(tmp_path: Path) -> None:
     # A private Kafka on free ports (started by this `up`), next to the shared RabbitMQ on 5672
     # (already running, so this `up` must reuse it and this `down` must leave it alone).
-    kafka_port, controller_port, secure_port = _free_port(), _free_port(), _free_port()
+    kafka_port, controller_port, secure_port = free_port(), free_port(), free_port()
     env = {
         "PIPELINE_STACK_DIR": str(tmp_path / "stack"),
         "KAFKA_PORT": str(kafka_port),

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import urllib.request
 import urllib.error
 
 from pipeline import codec, events
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -35,12 +35,6 @@ PAYLOADS = {
     "provision_set": ("NodeSetProvisionStatePayload", "1.18"),
     "power_state_corrected": ("NodeCorrectedPowerStatePayload", "1.17"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_body(node_uuid: str, action: str, phase: str, at: datetime, *, power: str, provision: str,

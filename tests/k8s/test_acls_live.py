@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from k8s_render import ROOT, Obj, Rendered, render
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,6 @@ OVERLAY = "dev"
 JARS = ROOT / "stack" / "lib"
 PIPELINE = [sys.executable, "-m", "pipeline"]
 TOPIC_AUTHORIZATION_FAILED = 29
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

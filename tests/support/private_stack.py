@@ -4,36 +4,18 @@ brokers of `make up` serve every other test at the same time and must never be t
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 from pathlib import Path
+
+from tests.support.ports import free_block
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def _free_block() -> int:
-    """A base port B with B..B+9 free, and B+5+20000 (RabbitMQ's distribution port) free too."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
-        if all(_free(p) for p in range(base, base + 10)) and _free(base + 5 + 20000):
-            return base
-    raise RuntimeError("no free block of ports")
-
-
 class PrivateStack:
     def __init__(self, state_dir: Path, name: str) -> None:
-        base = _free_block()
-        # Kafka B, its controller B+1, SASL_SSL B+2; RabbitMQ TLS B+4, AMQP B+5
+        base = free_block(10)
+        # Kafka B, its controller B+1, SASL_SSL B+2; RabbitMQ TLS B+4, AMQP B+5, distribution B+6
         self.kafka_port, self.amqp_port = base, base + 5
         self.env = {
             **os.environ,
@@ -42,6 +24,7 @@ class PrivateStack:
             "KAFKA_CONTROLLER_PORT": str(base + 1),
             "KAFKA_SECURE_PORT": str(base + 2),
             "AMQP_PORT": str(self.amqp_port),
+            "RABBITMQ_DIST_PORT": str(base + 6),
             "RABBITMQ_NODENAME": f"rabbit-{name}@localhost",
         }
         self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"

@@ -3,7 +3,6 @@ read-only methods, key routing and the fleet fan-out between two apps that point
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import faust
@@ -15,15 +14,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.web import Observations, WebSource, register
+from tests.support.ports import free_port
 
 CHANGELOG = "web-unit-state-changelog"
 PARTITIONS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node(uuid: str, power: str = "power on", provision: str = "active", maintenance: bool = False) -> dict:
