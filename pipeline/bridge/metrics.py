@@ -17,6 +17,8 @@ DEADLETTERED = Counter("bridge_deadlettered", "deliveries written to the dead-le
 FILTERED = Counter("bridge_filtered", "deliveries acked without relaying (below --min-priority)", ["priority"])
 PRODUCE_RETRIES = Counter("bridge_produce_retries", "records produced again after a failed attempt")
 RECONNECTS = Counter("bridge_reconnects", "reconnections after losing a broker", ["broker"])
+PRODUCER_RENEWALS = Counter("bridge_producer_renewals",
+                            "producers replaced after Kafka lost their sequence state")
 TOPICS_CREATED = Counter("bridge_topics_created", "topics the bridge created")
 IN_FLIGHT = Gauge("bridge_in_flight_deliveries", "deliveries received and not yet settled")
 PRODUCE_LATENCY = Histogram(

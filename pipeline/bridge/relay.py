@@ -26,7 +26,7 @@ from aiokafka.errors import (
 from pipeline import codec, events, redact, wire
 
 from . import metrics
-from .sink import Headers, KafkaSink, SinkSettings, TopicRefused, _one_line
+from .sink import PRODUCER_BROKEN, Headers, KafkaSink, SinkSettings, TopicRefused, _one_line
 from .sources import Delivery, Source
 
 log = logging.getLogger("pipeline.bridge")
@@ -108,6 +108,9 @@ class Relay:
         self._space: asyncio.Future | None = None  # resolved when in_flight drops below the bound
         self._idle: asyncio.Future | None = None  # resolved when in_flight reaches 0
         self._retries: set[asyncio.Task] = set()
+        # Kafka's acknowledgement future -> what to settle or produce again; a future no longer here
+        # was handed to a newer producer and its late outcome is ignored
+        self._pending: dict[asyncio.Future, tuple] = {}
         self._relayed = {}  # topic -> counter child, resolved once
         self.relayed = 0
         self.deadlettered = 0
@@ -190,24 +193,29 @@ class Relay:
     async def _produce(self, d: Delivery, topic: str, value: bytes, key: bytes | None,
                        headers: Headers, dead: bool, attempt: int = 0) -> None:
         started = time.perf_counter()
+        generation = self.sink.generation
         try:
             fut = await self.sink.send(topic, value, key, headers)
         except _NOT_RETRIABLE as exc:
             await self._rejected_by_kafka(d, dead, exc)
             return
         except Exception as exc:  # KafkaTimeoutError while Kafka is away, a closing producer, ...
-            self._retry(d, topic, value, key, headers, dead, attempt, exc)
+            self._failed(generation, exc, (d, topic, value, key, headers, dead, attempt))
             return
-        fut.add_done_callback(lambda f: self._acked(f, d, topic, value, key, headers, dead, attempt, started))
+        self._pending[fut] = (d, topic, value, key, headers, dead, attempt, started, generation)
+        fut.add_done_callback(self._acked)
 
-    def _acked(self, fut: asyncio.Future, d: Delivery, topic: str, value: bytes, key: bytes | None,
-               headers: Headers, dead: bool, attempt: int, started: float) -> None:
+    def _acked(self, fut: asyncio.Future) -> None:
+        record = self._pending.pop(fut, None)
+        if record is None:
+            return
+        d, topic, value, key, headers, dead, attempt, started, generation = record
         exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled() or exc is not None:
             if isinstance(exc, _NOT_RETRIABLE):
                 self._spawn(self._rejected_by_kafka(d, dead, exc))
             else:
-                self._retry(d, topic, value, key, headers, dead, attempt, exc)
+                self._failed(generation, exc, (d, topic, value, key, headers, dead, attempt))
             return
         now = self.last_ack = time.perf_counter()
         metrics.PRODUCE_LATENCY.observe(now - started)
@@ -221,6 +229,20 @@ class Relay:
                 counter = self._relayed[topic] = metrics.RELAYED.labels(topic)
             counter.inc()
         self._settled(d)
+
+    def _failed(self, generation: int, exc: BaseException | None, record: tuple) -> None:
+        if isinstance(exc, PRODUCER_BROKEN):
+            self._spawn(self._renew(generation, exc))
+        self._retry(*record, exc)
+
+    async def _renew(self, generation: int, exc: BaseException) -> None:
+        """A new producer, then everything the broken one still holds goes through the new one
+        (at least once: a record the old one delivers after all is a duplicate, never a loss)."""
+        await self.sink.renew(generation, exc)
+        stale = [f for f, record in self._pending.items() if record[-1] < self.sink.generation]
+        for fut in stale:
+            d, topic, value, key, headers, dead, attempt, _started, _gen = self._pending.pop(fut)
+            self._spawn(self._produce(d, topic, value, key, headers, dead, attempt + 1))
 
     async def _rejected_by_kafka(self, d: Delivery, dead: bool, exc: BaseException) -> None:
         reason = f"kafka rejected the record: {_one_line(exc)}"
@@ -239,7 +261,7 @@ class Relay:
 
         async def again() -> None:
             await asyncio.sleep(min(0.25 * 2 ** min(attempt, 7), 30.0) * random.uniform(0.8, 1.2))
-            while self.sink.producer is None:  # reconnecting
+            while self.sink.producer is None:  # being renewed
                 await asyncio.sleep(0.5)
             await self._produce(d, topic, value, key, headers, dead, attempt + 1)
 

@@ -16,7 +16,13 @@ from typing import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.partitioner import murmur2
 
 from pipeline.config import ConfigError
@@ -31,8 +37,15 @@ TOPIC_ALREADY_EXISTS = 36
 REFUSED_CODES = frozenset({17, 29, 31, 37, 38, 39, 40, 44})
 
 
+# The broker lost or rejects the idempotent producer's sequence state (typically after it restarted
+# while batches were in flight). The Java client bumps its epoch and goes on; aiokafka fails every
+# later batch to that partition the same way, so the only way on is a new producer (a new id).
+PRODUCER_BROKEN = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced)
+
+
 class TopicRefused(KafkaError):
     """Kafka will not create this topic (ACLs, policy, settings); one-line reason in str()."""
+
 COMPRESSIONS = {"none": lambda: True, "gzip": has_gzip, "lz4": has_lz4, "zstd": has_zstd, "snappy": has_snappy}
 
 Headers = Sequence[tuple[str, bytes]]
@@ -86,26 +99,15 @@ class KafkaSink:
         self.admin: AIOKafkaAdminClient | None = None
         self.topics: set[str] = set()  # known to exist
         self._creating: dict[str, asyncio.Future] = {}
+        self.generation = 0  # bumped by each renewal of the producer
+        self._renewing: asyncio.Task | None = None
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Connect, retrying with backoff until Kafka answers; False when `stop` was set first."""
         s = self.settings
-        compression = check_compression(s.compression)
         delay = 0.5
         while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=s.bootstrap_servers,
-                client_id=s.client_id,
-                enable_idempotence=True,
-                acks="all",
-                linger_ms=s.linger_ms,
-                compression_type=compression,
-                max_batch_size=s.max_batch_bytes,
-                max_request_size=s.max_request_bytes,
-                request_timeout_ms=s.request_timeout_ms,
-                partitioner=partitioner,
-                **s.security,
-            )
+            producer = self._new_producer()
             admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, **s.security)
             try:
                 await producer.start()
@@ -114,10 +116,7 @@ class KafkaSink:
             except (KafkaError, OSError) as exc:
                 await _quiet_stop(producer)
                 await _quiet_stop(admin)
-                log.warning("Kafka %s unreachable (%s); retrying in %.1fs",
-                            ",".join(s.bootstrap_servers), _one_line(exc), delay)
-                metrics.RECONNECTS.labels("kafka").inc()
-                if await _sleep_or_stop(delay, stop):
+                if await self._backoff(exc, delay, stop):
                     return False
                 delay = min(delay * 2, 30.0)
                 continue
@@ -125,6 +124,60 @@ class KafkaSink:
             log.info("Kafka connected: %s (acks=all, idempotent, compression=%s)",
                      ",".join(s.bootstrap_servers), s.compression)
             return True
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        s = self.settings
+        return AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=s.client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=s.linger_ms,
+            compression_type=check_compression(s.compression),
+            max_batch_size=s.max_batch_bytes,
+            max_request_size=s.max_request_bytes,
+            request_timeout_ms=s.request_timeout_ms,
+            partitioner=partitioner,
+            **s.security,
+        )
+
+    async def _backoff(self, exc: BaseException, delay: float, stop: asyncio.Event | None) -> bool:
+        log.warning("Kafka %s unreachable (%s); retrying in %.1fs",
+                    ",".join(self.settings.bootstrap_servers), _one_line(exc), delay)
+        metrics.RECONNECTS.labels("kafka").inc()
+        return await _sleep_or_stop(delay, stop)
+
+    async def renew(self, broken: int, cause: BaseException) -> None:
+        """Replace producer generation `broken` by a new producer (see PRODUCER_BROKEN). Callers
+        that saw the same failure share one renewal; a generation already replaced is left alone.
+        While it runs `producer` is None, so senders wait."""
+        if broken != self.generation:
+            return
+        if self._renewing is None:
+            self._renewing = asyncio.get_running_loop().create_task(self._renew(cause))
+        await asyncio.shield(self._renewing)
+
+    async def _renew(self, cause: BaseException) -> None:
+        old, self.producer = self.producer, None
+        log.warning("renewing the Kafka producer after %s", _one_line(cause))
+        metrics.PRODUCER_RENEWALS.inc()
+        delay = 0.5
+        try:
+            while True:
+                producer = self._new_producer()
+                try:
+                    await producer.start()
+                    break
+                except (KafkaError, OSError) as exc:
+                    await _quiet_stop(producer)
+                    await self._backoff(exc, delay, None)
+                    delay = min(delay * 2, 30.0)
+            self.producer = producer
+            self.generation += 1
+        finally:
+            self._renewing = None
+        if old is not None:  # its batches fail or land; the relay hands what it holds to the new one
+            asyncio.get_running_loop().create_task(_stop_within(old, self.settings.request_timeout_ms / 1000))
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create the topics that do not exist yet (concurrent callers share one request)."""
@@ -177,7 +230,8 @@ class KafkaSink:
 
     async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future:
         """Append to the producer's batch; the returned future resolves on Kafka's ack."""
-        assert self.producer is not None
+        if self.producer is None:
+            raise KafkaConnectionError("the producer is being renewed")
         return await self.producer.send(topic, value, key=key, headers=list(headers))
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -189,6 +243,13 @@ class KafkaSink:
                 except (asyncio.TimeoutError, KafkaError, OSError) as exc:
                     log.warning("Kafka client did not stop cleanly: %s", _one_line(exc))
         self.producer = self.admin = None
+
+
+async def _stop_within(producer: AIOKafkaProducer, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), timeout)
+    except Exception as exc:  # a broken producer: nothing left to save in it
+        log.info("previous Kafka producer stopped uncleanly: %s", _one_line(exc))
 
 
 async def _quiet_stop(client) -> None:

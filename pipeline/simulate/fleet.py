@@ -22,6 +22,7 @@ import heapq
 import itertools
 import random
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -472,7 +473,8 @@ class Fleet:
 
     def _glance(self, event_type: str, priority: str, payload: Any, op: Operation | None = None,
                 role: str = SINGLE) -> None:
-        publisher = GLANCE_APIS[hash(event_type) & 1] if op is None else GLANCE_APIS[0]
+        # crc32, not hash(): str hashes change per process, and the same seed must give the same capture
+        publisher = GLANCE_APIS[zlib.crc32(event_type.encode()) & 1] if op is None else GLANCE_APIS[0]
         self._emit(event_type, priority, publisher, payload, "glance", None, op, role)
 
     # Ironic API CRUD: `.start` and `.end` of one API call, the context of the caller.

@@ -43,9 +43,8 @@ def start_again(stack, broker: str, attempts: int = 3) -> None:
             time.sleep(3)
 
 
-# Known bug, kept as its reproducer: after Kafka restarts, the bridge's idempotent producer keeps
-# failing with OutOfOrderSequenceNumber and relays nothing more (the producer must be recreated).
-@pytest.mark.xfail(reason="bridge stalls with OutOfOrderSequenceNumber after a Kafka restart", strict=False)
+# After a restart the broker may reject the idempotent producer's sequence numbers
+# (OutOfOrderSequenceNumber); the bridge must renew its producer and relay everything.
 def test_kafka_down_then_restarted(broker, private_stack, fleet, reference, tmp_path) -> None:
     async def fault(p, pub):
         bridge = running(p.procs, "bridge")[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from oslo_wire import publish  # noqa: E402
@@ -41,6 +41,13 @@ class Recorder:
         self.auto_ack = auto_ack
         self.fail_send: list[BaseException] = []
         self.producer = object()
+        self.generation = 0
+        self.renewals: list[BaseException] = []
+
+    async def renew(self, broken, cause):
+        if broken == self.generation:
+            self.renewals.append(cause)
+            self.generation += 1
 
     async def ensure_topics(self, topics):
         for t in topics:
@@ -209,6 +216,34 @@ async def test_failed_produce_is_retried_not_settled(monkeypatch) -> None:
     sink.futures[1].set_result(None)
     await task
     assert settled == ["a"] and relay.relayed == 1
+
+
+async def test_broken_producer_is_renewed_and_its_records_handed_over(monkeypatch) -> None:
+    """OutOfOrderSequenceNumber (Kafka restarted under an idempotent producer): one new producer;
+    the failed record and the ones the old producer still holds go through it; a late ack from the
+    old producer does not settle a delivery twice."""
+    monkeypatch.setattr(relay_mod.random, "uniform", lambda a, b: 0.01)
+    sink = Recorder(auto_ack=False)
+    settled: list = []
+    bodies = [delivery(node_body(), settled, name) for name in "abc"]
+    relay = Relay(settings(), ListSource(bodies), sink)
+    task = asyncio.create_task(relay.run(asyncio.Event()))
+    while len(sink.futures) < 3:
+        await asyncio.sleep(0)
+    old = list(sink.futures)
+    old[0].set_exception(OutOfOrderSequenceNumber())
+    old[1].set_exception(OutOfOrderSequenceNumber())
+    while len(sink.futures) < 6:
+        await asyncio.sleep(0.01)
+    assert len(sink.renewals) == 1 and sink.generation == 1
+    assert sorted(s[1] for s in sink.sent[3:]) == sorted(s[1] for s in sink.sent[:3])
+    old[2].set_result(None)  # the old producer delivers after all: ignored, the new copy settles
+    await asyncio.sleep(0.01)
+    assert settled == []
+    for fut in sink.futures[3:]:
+        fut.set_result(None)
+    await task
+    assert sorted(settled) == ["a", "b", "c"] and relay.relayed == 3
 
 
 async def test_send_raising_timeout_is_retried(monkeypatch) -> None:
