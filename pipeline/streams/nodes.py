@@ -8,7 +8,8 @@ published to the compacted ``pipeline.node-state``.
 
 Stored shape (JSON in the resource record, key ``node``):
 ``{"f": {field: value}, "s": {group: newest event time seen}, "c": {group: [time, message_id,
-event_type]}, "u": newest event time, "x": stuck-alerted provision change time or 0}``.
+event_type]}, "n": {group: newest event, same shape}, "d": {group: newest time of other values},
+"u": newest event time, "x": stuck-alerted provision change time or 0}``.
 """
 from __future__ import annotations
 
@@ -55,32 +56,55 @@ def _snapshot(event: dict) -> dict[str, Any] | None:
 
 
 def new_node() -> dict:
-    return {"f": {f: None for f in FIELDS}, "s": {}, "c": {}, "u": 0, "x": 0}
+    return {"f": {f: None for f in FIELDS}, "s": {}, "c": {}, "n": {}, "d": {}, "u": 0, "x": 0}
 
 
 def apply(node: dict | None, event: dict, ts: int) -> tuple[dict | None, bool]:
-    """Fold one event of family baremetal.node into the node; returns (node, changed)."""
+    """Fold one event of family baremetal.node into the node; returns (node, changed).
+
+    Values: the newest event of a group wins. The change record must not depend on arrival order
+    either (a retried relay record arrives after newer ones): it is the earliest event known to
+    carry the current values with no known event of other values after it. So per group we keep
+    the newest event (`n`) and the newest time an event of other values was seen (`d`); an older
+    event with the current values moves the change back, one with other values moves it forward.
+    """
     data = _snapshot(event)
     if data is None:
         return node, False
     if node is None:
         node = new_node()
     values, seen, changes = node["f"], node["s"], node["c"]
+    newest, differs = node.setdefault("n", {}), node.setdefault("d", {})
+    mark = [ts, event["message_id"], event["event_type"]]
     changed = False
     for group, fields in GROUPS.items():
-        if fields[0] not in data or ts < seen.get(group, 0):
+        if fields[0] not in data:
             continue
-        seen[group] = ts
-        new = {f: data.get(f, values.get(f)) for f in fields}
+        current = {f: values.get(f) for f in fields}
+        new = {f: data.get(f, current[f]) for f in fields}
         if group == "provision" and "previous_provision_state" not in data \
-                and new["provision_state"] != values.get("provision_state"):
-            new["previous_provision_state"] = values.get("provision_state")
+                and new["provision_state"] != current["provision_state"]:
+            new["previous_provision_state"] = current["provision_state"]
         if group == "maintenance":
             new["maintenance"] = bool(new["maintenance"])
-        if any(values.get(f) != v for f, v in new.items()):
-            values.update(new)
-            changes[group] = [ts, event["message_id"], event["event_type"]]
-            changed = True
+        change = changes.get(group)
+        if ts >= seen.get(group, 0):
+            if new != current:
+                differs[group] = seen.get(group, 0)
+                values.update(new)
+                changes[group] = mark
+                changed = True
+            seen[group] = ts
+            newest[group] = mark
+        elif new == current:
+            if change is not None and differs.get(group, 0) < ts < change[0]:
+                changes[group] = mark
+                changed = True
+        else:
+            differs[group] = max(differs.get(group, 0), ts)
+            if change is not None and ts > change[0]:
+                changes[group] = newest.get(group, change)
+                changed = changes[group] != change
     if ts > node["u"]:
         node["u"] = ts
     return node, changed

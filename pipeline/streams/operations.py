@@ -324,5 +324,5 @@ def _copy(state: dict) -> dict:
     node = state.get("node")
     if node is not None:
         out["node"] = {"f": dict(node["f"]), "s": dict(node["s"]), "c": dict(node["c"]),
-                       "u": node["u"], "x": node["x"]}
+                       "n": dict(node.get("n", {})), "d": dict(node.get("d", {})), "u": node["u"], "x": node["x"]}
     return out

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import uuid
 
+from hypothesis import assume, given, settings, strategies as st
+
 from pipeline.streams import nodes, scripted as s
 from pipeline.streams.models import micros
 
@@ -28,8 +30,7 @@ def test_first_event_sets_every_group() -> None:
 
 def test_an_older_event_does_not_overwrite_a_newer_one() -> None:
     node, _, newer = apply(None, "baremetal.node.power_set.end", 10, power_state="power on")
-    node, changed, _ = apply(node, "baremetal.node.power_set.start", 5, power_state="power off")
-    assert not changed
+    node, _, _ = apply(node, "baremetal.node.power_set.start", 5, power_state="power off")
     assert nodes.record(NODE, node)["power_state"] == "power on"
     assert nodes.record(NODE, node)["power_changed_by"] == newer["message_id"]
 
@@ -39,9 +40,12 @@ def test_a_confirming_event_changes_nothing_but_still_orders() -> None:
     node, changed, _ = apply(node, "baremetal.node.power_state_corrected.success", 20, power_state="power on")
     assert not changed
     assert nodes.record(NODE, node)["power_changed_by"] == first["message_id"]
-    # an event stamped between the two is older than what the group has seen: ignored
+    # an event stamped between the two arrives last: the value stays the newest's, but the node
+    # was off in between, so its power came back on with the newest event
     node, changed, _ = apply(node, "baremetal.node.power_set.start", 15, power_state="power off")
-    assert not changed and nodes.record(NODE, node)["power_state"] == "power on"
+    rec = nodes.record(NODE, node)
+    assert changed and rec["power_state"] == "power on"
+    assert rec["power_changed_event"] == "baremetal.node.power_state_corrected.success"
 
 
 def test_previous_provision_state_is_derived_when_the_payload_lacks_it() -> None:
@@ -70,3 +74,37 @@ def test_transitional_states() -> None:
 def test_non_ironic_payloads_are_ignored() -> None:
     e = s.normalized(s.glance_body("image.upload", NODE, s.at(0)))
     assert nodes.apply(None, e, 0) == (None, False)
+
+
+def test_an_older_event_with_the_same_values_moves_the_change_back() -> None:
+    """update.start and update.end carry the same maintenance flag; the end arrives first (a relay
+    retry reorders them): the change is still the start's, as in arrival order."""
+    node, _, end = apply(None, "baremetal.node.update.end", 9, maintenance=False)
+    assert nodes.record(NODE, node)["maintenance_changed_by"] == end["message_id"]
+    node, changed, start = apply(node, "baremetal.node.update.start", 4, maintenance=False)
+    assert changed and nodes.record(NODE, node)["maintenance_changed_by"] == start["message_id"]
+    # but not past an event with other values
+    node, _, _ = apply(None, "baremetal.node.maintenance_set.end", 2, maintenance=True, maintenance_reason="fan")
+    node, _, end = apply(node, "baremetal.node.update.end", 9, maintenance=False)
+    node, _, _ = apply(node, "baremetal.node.update.start", 1, maintenance=False)
+    assert nodes.record(NODE, node)["maintenance_changed_by"] == end["message_id"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["power on", "power off"]), min_size=2, max_size=8), st.data())
+def test_one_late_event_gives_the_in_order_state(powers: list[str], data) -> None:
+    """One event arriving after all the others (a retried record) changes nothing, when it carries
+    the final value or is older than the final run of that value."""
+    events = [s.normalized(s.ironic_body("baremetal.node.power_set.end", NODE, s.at(t), power_state=p))
+              for t, p in enumerate(powers)]
+    late = data.draw(st.integers(0, len(events) - 1))
+    final_run = next(i for i in range(len(powers) - 1, -1, -1) if i == 0 or powers[i - 1] != powers[-1])
+    assume(powers[late] == powers[-1] or late < final_run - 1)
+
+    def fold(order) -> dict:
+        node = None
+        for e in order:
+            node, _ = nodes.apply(node, e, micros(e["timestamp"]))
+        return nodes.record(NODE, node)
+
+    assert fold(events[:late] + events[late + 1:] + [events[late]]) == fold(events)
