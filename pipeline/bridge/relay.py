@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from aiokafka.errors import (
 from pipeline import codec, events, redact, wire
 
 from . import metrics
-from .sink import PRODUCER_BROKEN, Headers, KafkaSink, SinkSettings, TopicRefused, _one_line
+from .sink import PRODUCER_BROKEN, Headers, KafkaSink, SinkSettings, TopicRefused, _one_line, _sleep_or_stop
 from .sources import Delivery, Source
 
 log = logging.getLogger("pipeline.bridge")
@@ -41,6 +40,11 @@ MIN_PRIORITIES = ("debug", "info", "warning", "warn", "error", "critical")
 # Kafka will never take these records, however often we try: dead-letter them instead.
 _NOT_RETRIABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError,
                   UnsupportedForMessageFormatError)
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before produce attempt `attempt + 1` (`_sleep_or_stop` adds the jitter)."""
+    return min(0.25 * 2 ** min(attempt, 7), 30.0)
 
 
 def deadletter_topic(topic_prefix: str) -> str:
@@ -117,6 +121,7 @@ class Relay:
         self.filtered = 0
         self.last_ack = time.perf_counter()
         self.stopping = False
+        self._stopped = asyncio.Event()  # set with `stopping`, to cut a backoff short
 
     # -- per delivery -------------------------------------------------------------------------
 
@@ -192,16 +197,25 @@ class Relay:
 
     async def _produce(self, d: Delivery, topic: str, value: bytes, key: bytes | None,
                        headers: Headers, dead: bool, attempt: int = 0) -> None:
-        started = time.perf_counter()
-        generation = self.sink.generation
-        try:
-            fut = await self.sink.send(topic, value, key, headers)
-        except _NOT_RETRIABLE as exc:
-            await self._rejected_by_kafka(d, dead, exc)
-            return
-        except Exception as exc:  # KafkaTimeoutError while Kafka is away, a closing producer, ...
-            self._failed(generation, exc, (d, topic, value, key, headers, dead, attempt))
-            return
+        while True:
+            started = time.perf_counter()
+            generation = self.sink.generation
+            try:
+                fut = await self.sink.send(topic, value, key, headers)
+                break
+            except _NOT_RETRIABLE as exc:
+                await self._rejected_by_kafka(d, dead, exc)
+                return
+            except Exception as exc:  # KafkaTimeoutError while Kafka is away, a producer being renewed
+                # Kafka did not take the record: try again right here, so the deliveries behind it
+                # wait (intake stops) and records of one key keep their order
+                if isinstance(exc, PRODUCER_BROKEN):
+                    self._spawn(self._renew(generation, exc))
+                self._count_retry(topic, attempt, exc)
+                if self.stopping or await _sleep_or_stop(_backoff(attempt), self._stopped):
+                    self._released()  # not acked: the source delivers it again
+                    return
+                attempt += 1
         self._pending[fut] = (d, topic, value, key, headers, dead, attempt, started, generation)
         fut.add_done_callback(self._acked)
 
@@ -254,18 +268,21 @@ class Relay:
 
     def _retry(self, d: Delivery, topic: str, value: bytes, key: bytes | None, headers: Headers,
                dead: bool, attempt: int, exc: BaseException | None) -> None:
+        """Kafka took the record but then failed it: produce it again after a backoff."""
+        self._count_retry(topic, attempt, exc)
+
+        async def again() -> None:
+            await _sleep_or_stop(_backoff(attempt), self._stopped)  # stopping: one last try
+            await self._produce(d, topic, value, key, headers, dead, attempt + 1)
+
+        self._spawn(again())
+
+    @staticmethod
+    def _count_retry(topic: str, attempt: int, exc: BaseException | None) -> None:
         if attempt == 0 or attempt % 10 == 0:
             log.warning("produce to %s failed (%s); retrying", topic,
                         _one_line(exc) if exc else "cancelled")
         metrics.PRODUCE_RETRIES.inc()
-
-        async def again() -> None:
-            await asyncio.sleep(min(0.25 * 2 ** min(attempt, 7), 30.0) * random.uniform(0.8, 1.2))
-            while self.sink.producer is None:  # being renewed
-                await asyncio.sleep(0.5)
-            await self._produce(d, topic, value, key, headers, dead, attempt + 1)
-
-        self._spawn(again())
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -324,6 +341,7 @@ class Relay:
 
     def _stop(self) -> None:
         self.stopping = True
+        self._stopped.set()
         self.source.stop()
 
     async def drain(self, timeout: float) -> bool:

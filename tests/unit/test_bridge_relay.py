@@ -15,6 +15,7 @@ from oslo_wire import publish  # noqa: E402
 
 from pipeline import codec  # noqa: E402
 from pipeline.bridge import relay as relay_mod  # noqa: E402
+from pipeline.bridge import sink as sink_mod  # noqa: E402
 from pipeline.bridge.relay import BridgeSettings, Relay, catalog_topics, deadletter_topic, reason_class  # noqa: E402
 from pipeline.bridge.sink import SinkSettings  # noqa: E402
 from pipeline.bridge.sources import Delivery, _InOrder  # noqa: E402
@@ -202,7 +203,7 @@ async def test_settled_only_after_kafka_ack_and_bounded_in_flight() -> None:
 
 
 async def test_failed_produce_is_retried_not_settled(monkeypatch) -> None:
-    monkeypatch.setattr(relay_mod.random, "uniform", lambda a, b: 0.01)
+    monkeypatch.setattr(sink_mod.random, "uniform", lambda a, b: 0.01)
     sink = Recorder(auto_ack=False)
     settled: list = []
     relay = Relay(settings(), ListSource([delivery(node_body(), settled, "a")]), sink)
@@ -222,7 +223,7 @@ async def test_broken_producer_is_renewed_and_its_records_handed_over(monkeypatc
     """OutOfOrderSequenceNumber (Kafka restarted under an idempotent producer): one new producer;
     the failed record and the ones the old producer still holds go through it; a late ack from the
     old producer does not settle a delivery twice."""
-    monkeypatch.setattr(relay_mod.random, "uniform", lambda a, b: 0.01)
+    monkeypatch.setattr(sink_mod.random, "uniform", lambda a, b: 0.01)
     sink = Recorder(auto_ack=False)
     settled: list = []
     bodies = [delivery(node_body(), settled, name) for name in "abc"]
@@ -247,12 +248,25 @@ async def test_broken_producer_is_renewed_and_its_records_handed_over(monkeypatc
 
 
 async def test_send_raising_timeout_is_retried(monkeypatch) -> None:
-    monkeypatch.setattr(relay_mod.random, "uniform", lambda a, b: 0.01)
+    monkeypatch.setattr(sink_mod.random, "uniform", lambda a, b: 0.01)
     sink = Recorder()
     sink.fail_send = [KafkaTimeoutError(), KafkaTimeoutError()]
     settled: list = []
     relay, _ = await relay_all([delivery(node_body(), settled, "a")], sink=sink)
     assert settled == ["a"] and len(sink.sent) == 1
+
+
+async def test_a_record_kafka_did_not_take_holds_back_the_ones_behind_it(monkeypatch) -> None:
+    """start and end of one node: the end must not overtake a start Kafka refused for a while."""
+    monkeypatch.setattr(sink_mod.random, "uniform", lambda a, b: 0.01)
+    sink = Recorder()
+    sink.fail_send = [KafkaTimeoutError()]
+    settled: list = []
+    await relay_all([delivery(node_body("baremetal.node.power_set.start"), settled, "start"),
+                     delivery(node_body("baremetal.node.power_set.end"), settled, "end")], sink=sink)
+    assert [h["event_type"] for _, _, _, h in sink.sent] == [b"baremetal.node.power_set.start",
+                                                              b"baremetal.node.power_set.end"]
+    assert settled == ["start", "end"]
 
 
 async def test_record_kafka_refuses_goes_to_dead_letter() -> None:
