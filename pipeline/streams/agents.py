@@ -361,10 +361,6 @@ def install(rt: Any) -> None:
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
         first_offsets.clear()
-        now = monotonic()
-        last_offset.clear()
-        for tp in assigned:
-            last_read[tp] = now  # counts as a read: the stall check starts from the assignment
         partitions = {tp.partition for tp in assigned if tp.topic in rt.topic_names.sources}
         log.info("assigned relay partitions %s", sorted(partitions))
         processor.on_assigned(partitions)
@@ -376,54 +372,68 @@ def install(rt: Any) -> None:
             except Exception as exc:  # noqa: BLE001 - the guard only saves duplicates
                 log.warning("partition %d: output tail not read (%s); a replay may publish copies", p, exc)
 
+    @app.on_rebalance_complete.connect
+    async def _hold_flow_for_seek(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        """Stop the fetcher while faust seeks the relay partitions back to their committed offsets.
+
+        faust sends this signal at the top of `Recovery.on_recovery_completed` (and of
+        `_resume_streams`); that method then resumes the stream partitions and awaits
+        `Consumer.perform_seek()` with the flow still active since the changelog read
+        (faust/tables/recovery.py:451-452, then 649-656; flow resumed again only at 659-660).
+        aiokafka's `seek_to_committed` asks the coordinator once per assigned partition
+        (aiokafka/consumer/consumer.py:897-902), so meanwhile the fetcher hands the agent records it
+        had prefetched and moves `_read_offset` ahead; `perform_seek` then moves it back
+        (faust/transport/consumer.py:569), the next record looks like a jump, and `_drain_messages`
+        records the range as a "gap" (consumer.py:1212-1215, 1164) although those offsets are read
+        and acked (again). `_new_offset` merges the gap into the acked offsets without dropping what
+        is already there (consumer.py:1127): the list holds offsets twice, `consecutive_numbers`
+        ends its run at the first duplicate (consumer.py:1145), and each commit advances the
+        partition by about one record. The agent has read everything, the group never catches up
+        (seen after a SIGKILL: the restart has a changelog to recover and records to re-read, so the
+        seek has a backlog to race). With the flow stopped here the fetcher delivers nothing
+        between the resume and the seek; faust resumes the flow itself right after the seek.
+        """
+        app.consumer.stop_flow()
+        app.flow_control.suspend()
+        await asyncio.sleep(0)  # let the drain loop see the suspension before the seek starts
+
     stalls: dict[Any, tuple[int, int]] = {}
-    last_read: dict[Any, float] = {}
-    last_offset: dict[Any, int] = {}
 
     @app.timer(5.0)
     async def _commit_watch() -> None:
-        """Repair what faust-streaming#596 leaves behind.
+        """Keep faust's acked offsets committable (faust-streaming#596 and its kin).
 
-        Around the seek that ends a recovery, faust can mark a fetched batch as read while its flow
-        is suspended (`Consumer._drain_messages`: `wait_first(callback(message),
-        suspend_flow.wait())`), so those records never reach the agent: they are never processed,
-        never acked, and every later commit of the partition is refused because the acked offsets
-        no longer start at the committed one. When a partition shows that gap on two checks in a
-        row, it is read again from the committed offset: the skipped records are processed, the
-        ones after them are duplicates the dedup drops, and commits resume.
+        faust commits, per partition, the first run of consecutive offsets in `Consumer._acked[tp]`
+        that starts at the committed offset (`Consumer._new_offset`). Two states of that list stop
+        the committed offset although the agent has read the records, and the group's lag then
+        never reaches zero:
+
+        * an offset listed twice: the run ends at the first duplicate, so each commit advances by
+          about one record. This is what the recovery-seek race left behind (see
+          `_hold_flow_for_seek`, which prevents it); should it happen anyway, the list is reduced to
+          distinct offsets, as `Consumer.ack` keeps it with `_acked_index`, and a warning says so.
+        * a hole at the head: faust marked records as read that never reached the agent, so they
+          are never acked (#596). When a partition shows the same hole on two checks in a row, it
+          is read again from the committed offset: the skipped records are processed, the ones
+          after them are duplicates the dedup drops, and commits resume.
         """
         if app.rebalancing or getattr(app, "in_recovery", False) or not rt.ready:
             return
         consumer = app.consumer
-        now = monotonic()
-        for tp in consumer.assignment():
-            # a partition with records waiting and nothing read for a while: faust left it paused,
-            # or dropped what it had fetched, around the end of a recovery (seen after SIGKILL)
-            if tp.topic not in rt.topic_names.sources:
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - no metadata yet
-                continue
-            read = last_read.get(tp)
-            # what the agent really got (faust's own read offset may count records it dropped)
-            position = last_offset.get(tp, (consumer._committed_offset.get(tp) or 0) - 1) + 1
-            if highwater is None or highwater <= position or read is None or now - read < 15.0:
-                continue
-            committed = consumer._committed_offset.get(tp) or 0
-            log.warning("%s[%d]: %d records waiting and none read for %.0f s; resuming from offset %d",
-                        tp.topic, tp.partition, highwater - position, now - read, committed)
-            last_read[tp] = now
-            await consumer.seek(tp, committed)
-            consumer.resume_partitions({tp})
-            consumer.resume_flow()
-            app.flow_control.resume()
         acked_by_tp = getattr(consumer, "_acked", {})
         for tp, acked in list(acked_by_tp.items()):
             committed = consumer._committed_offset.get(tp)
             if not acked or committed is None or tp.topic not in rt.topic_names.sources:
                 stalls.pop(tp, None)
                 continue
+            distinct = set(acked)
+            if len(distinct) < len(acked):
+                # no await between reading and rewriting: faust's commit (same loop) sees either
+                log.warning("%s[%d]: %d acked offsets were listed twice, which lets faust commit one "
+                            "record at a time; keeping each once", tp.topic, tp.partition,
+                            len(acked) - len(distinct))
+                acked[:] = sorted(distinct)
+                consumer._acked_index[tp].update(distinct)
             head = min(acked)
             if head <= committed:
                 stalls.pop(tp, None)
@@ -463,8 +473,6 @@ def install(rt: Any) -> None:
         logging.getLogger().setLevel(getattr(logging, rt.settings.loglevel.upper(), logging.WARNING))
         async for event in stream.events():
             msg = event.message
-            last_read[msg.tp] = monotonic()
-            last_offset[msg.tp] = msg.offset
             if (msg.topic, msg.partition) not in first_offsets:
                 first_offsets[(msg.topic, msg.partition)] = msg.offset
                 log.info("%s[%d]: first record read at offset %d", msg.topic, msg.partition, msg.offset)
