@@ -25,7 +25,7 @@ from aiokafka.errors import (
 from pipeline import codec, events, redact, wire
 
 from . import metrics
-from .sink import PRODUCER_BROKEN, Headers, KafkaSink, SinkSettings, TopicRefused, _one_line, _sleep_or_stop
+from .sink import Headers, KafkaSink, SinkSettings, TopicRefused, _one_line, _sleep_or_stop
 from .sources import Delivery, Source
 
 log = logging.getLogger("pipeline.bridge")
@@ -45,6 +45,18 @@ _NOT_RETRIABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopi
 def _backoff(attempt: int) -> float:
     """Seconds before produce attempt `attempt + 1` (`_sleep_or_stop` adds the jitter)."""
     return min(0.25 * 2 ** min(attempt, 7), 30.0)
+
+
+def _retrieve(fut: asyncio.Future) -> BaseException | None:
+    """A future's exception, marked as retrieved (a late failure of an abandoned producer is no
+    news: asyncio would log each one as never retrieved)."""
+    return None if fut.cancelled() else fut.exception()
+
+
+def _log_crash(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("relay task %s failed: %s", task.get_name(), _one_line(task.exception()),
+                  exc_info=task.exception())
 
 
 def deadletter_topic(topic_prefix: str) -> str:
@@ -96,6 +108,22 @@ def catalog_topics(topic_prefix: str) -> list[str]:
     return [events.topic_for(f, topic_prefix) for f in families] + [deadletter_topic(topic_prefix)]
 
 
+@dataclass(slots=True)
+class _Record:
+    """A record handed to the producer and not yet confirmed."""
+
+    d: Delivery
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: Headers
+    dead: bool
+    attempt: int
+    seq: int
+    generation: int
+    started: float
+
+
 class Relay:
     def __init__(self, settings: BridgeSettings, source: Source, sink: KafkaSink) -> None:
         self.settings = settings
@@ -113,15 +141,21 @@ class Relay:
         self._idle: asyncio.Future | None = None  # resolved when in_flight reaches 0
         self._retries: set[asyncio.Task] = set()
         # Kafka's acknowledgement future -> what to settle or produce again; a future no longer here
-        # was handed to a newer producer and its late outcome is ignored
-        self._pending: dict[asyncio.Future, tuple] = {}
+        # belongs to an abandoned producer and its late outcome is ignored
+        self._pending: dict[asyncio.Future, _Record] = {}
+        self._seq = 0  # order in which records were first handed to a producer
+        self._gate: asyncio.Future | None = None  # closed (not None) while a recovery runs (_recover)
+        self._recovery: asyncio.Task | None = None
+        self._replay: list[_Record] = []  # records failed or dropped, to produce again in order
         self._relayed = {}  # topic -> counter child, resolved once
         self.relayed = 0
         self.deadlettered = 0
         self.filtered = 0
         self.last_ack = time.perf_counter()
         self.stopping = False
-        self._stopped = asyncio.Event()  # set with `stopping`, to cut a backoff short
+        # set once stopping has waited `shutdown_timeout_s`: records Kafka has not taken by then are
+        # left unacked for the source to deliver again, instead of being retried
+        self._give_up = asyncio.Event()
 
     # -- per delivery -------------------------------------------------------------------------
 
@@ -197,6 +231,15 @@ class Relay:
 
     async def _produce(self, d: Delivery, topic: str, value: bytes, key: bytes | None,
                        headers: Headers, dead: bool, attempt: int = 0) -> None:
+        while self._gate is not None:  # a recovery is producing older records again first
+            giving_up = asyncio.ensure_future(self._give_up.wait())
+            await asyncio.wait((self._gate, giving_up), return_when=asyncio.FIRST_COMPLETED)
+            giving_up.cancel()
+            if self._give_up.is_set():
+                self._released()  # not acked: the source delivers it again
+                return
+        self._seq += 1
+        seq = self._seq
         while True:
             started = time.perf_counter()
             generation = self.sink.generation
@@ -209,54 +252,106 @@ class Relay:
             except Exception as exc:  # KafkaTimeoutError while Kafka is away, a producer being renewed
                 # Kafka did not take the record: try again right here, so the deliveries behind it
                 # wait (intake stops) and records of one key keep their order
-                if isinstance(exc, PRODUCER_BROKEN):
-                    self._spawn(self._renew(generation, exc))
                 self._count_retry(topic, attempt, exc)
-                if self.stopping or await _sleep_or_stop(_backoff(attempt), self._stopped):
+                if await _sleep_or_stop(_backoff(attempt), self._give_up):
                     self._released()  # not acked: the source delivers it again
                     return
                 attempt += 1
-        self._pending[fut] = (d, topic, value, key, headers, dead, attempt, started, generation)
+        self._track(fut, _Record(d, topic, value, key, headers, dead, attempt, seq, generation, started))
+
+    def _track(self, fut: asyncio.Future, record: "_Record") -> None:
+        if record.generation <= self.sink.abandoned:  # the producer was dropped while it took it
+            fut.add_done_callback(_retrieve)
+            self._recover(record, None)
+            return
+        self._pending[fut] = record
         fut.add_done_callback(self._acked)
 
     def _acked(self, fut: asyncio.Future) -> None:
         record = self._pending.pop(fut, None)
+        exc = _retrieve(fut)
         if record is None:
-            return
-        d, topic, value, key, headers, dead, attempt, started, generation = record
-        exc = None if fut.cancelled() else fut.exception()
+            return  # a record of an abandoned producer, already produced again
         if fut.cancelled() or exc is not None:
             if isinstance(exc, _NOT_RETRIABLE):
-                self._spawn(self._rejected_by_kafka(d, dead, exc))
+                self._spawn(self._rejected_by_kafka(record.d, record.dead, exc))
             else:
-                self._failed(generation, exc, (d, topic, value, key, headers, dead, attempt))
+                self._recover(record, exc)
             return
         now = self.last_ack = time.perf_counter()
-        metrics.PRODUCE_LATENCY.observe(now - started)
-        if dead:
+        metrics.PRODUCE_LATENCY.observe(now - record.started)
+        if record.dead:
             self.deadlettered += 1
-            metrics.DEADLETTERED.labels(reason_class(headers[0][1].decode())).inc()
+            metrics.DEADLETTERED.labels(reason_class(record.headers[0][1].decode())).inc()
         else:
             self.relayed += 1
-            counter = self._relayed.get(topic)
+            counter = self._relayed.get(record.topic)
             if counter is None:
-                counter = self._relayed[topic] = metrics.RELAYED.labels(topic)
+                counter = self._relayed[record.topic] = metrics.RELAYED.labels(record.topic)
             counter.inc()
-        self._settled(d)
+        self._settled(record.d)
 
-    def _failed(self, generation: int, exc: BaseException | None, record: tuple) -> None:
-        if isinstance(exc, PRODUCER_BROKEN):
-            self._spawn(self._renew(generation, exc))
-        self._retry(*record, exc)
+    def _recover(self, record: "_Record", exc: BaseException | None) -> None:
+        """Kafka failed a record it had taken (after a broker restart: OutOfOrderSequenceNumber,
+        LeaderNotAvailable, ...). Producing that record again alone would put it behind newer
+        records of its key, and the agents pair a start with its end by arrival. So the producer
+        is abandoned at once (its next batches would overtake this one), intake waits at the gate,
+        and a new producer takes every record the old one had not confirmed, in their first order.
+        What the old one still delivers is a duplicate the agents drop, never a loss."""
+        self._count_retry(record.topic, record.attempt, exc)
+        self._replay.append(record)
+        if record.generation == self.sink.generation:
+            self.sink.abandon()
+        if self._recovery is None:
+            if self._gate is None:
+                self._gate = asyncio.get_running_loop().create_future()
+            self._recovery = self._spawn(self._recovery_loop(exc))
 
-    async def _renew(self, generation: int, exc: BaseException) -> None:
-        """A new producer, then everything the broken one still holds goes through the new one
-        (at least once: a record the old one delivers after all is a duplicate, never a loss)."""
-        await self.sink.renew(generation, exc)
-        stale = [f for f, record in self._pending.items() if record[-1] < self.sink.generation]
-        for fut in stale:
-            d, topic, value, key, headers, dead, attempt, _started, _gen = self._pending.pop(fut)
-            self._spawn(self._produce(d, topic, value, key, headers, dead, attempt + 1))
+    async def _recovery_loop(self, cause: BaseException | None) -> None:
+        attempt = 0
+        try:
+            while True:
+                if self.sink.producer is None and not await self.sink.renew(cause, self._give_up):
+                    for _ in self._replay + [self._pending.pop(f) for f in list(self._pending)]:
+                        self._released()  # stopped while Kafka is away: delivered again later
+                    self._replay = []
+                    return
+                await asyncio.sleep(0)  # failures the abandoned producer reports now join in
+                generation = self.sink.generation
+                stale = [f for f, r in self._pending.items() if r.generation < generation]
+                records = self._replay + [self._pending.pop(f) for f in stale]
+                self._replay = []
+                if not records:
+                    return
+                for r in sorted(records, key=lambda r: r.seq):
+                    if self.sink.producer is None:  # abandoned again: next round
+                        self._replay.append(r)
+                        continue
+                    r.attempt += 1
+                    r.started, r.generation = time.perf_counter(), generation
+                    try:
+                        fut = await self.sink.send(r.topic, r.value, r.key, r.headers)
+                    except _NOT_RETRIABLE as exc:
+                        self._spawn(self._rejected_by_kafka(r.d, r.dead, exc))
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - Kafka away again: a fresh producer
+                        self._count_retry(r.topic, r.attempt, exc)
+                        self._replay.append(r)
+                        self.sink.abandon()
+                        continue
+                    self._track(fut, r)
+                if self._replay:
+                    if await _sleep_or_stop(_backoff(attempt), self._give_up):
+                        for r in self._replay:
+                            self._released()  # not acked: the source delivers them again
+                        self._replay = []
+                        return
+                    attempt += 1
+        finally:
+            self._recovery = None
+            gate, self._gate = self._gate, None
+            if gate is not None and not gate.done():
+                gate.set_result(None)
 
     async def _rejected_by_kafka(self, d: Delivery, dead: bool, exc: BaseException) -> None:
         reason = f"kafka rejected the record: {_one_line(exc)}"
@@ -266,17 +361,6 @@ class Relay:
             return
         await self._deadletter(d, reason)
 
-    def _retry(self, d: Delivery, topic: str, value: bytes, key: bytes | None, headers: Headers,
-               dead: bool, attempt: int, exc: BaseException | None) -> None:
-        """Kafka took the record but then failed it: produce it again after a backoff."""
-        self._count_retry(topic, attempt, exc)
-
-        async def again() -> None:
-            await _sleep_or_stop(_backoff(attempt), self._stopped)  # stopping: one last try
-            await self._produce(d, topic, value, key, headers, dead, attempt + 1)
-
-        self._spawn(again())
-
     @staticmethod
     def _count_retry(topic: str, attempt: int, exc: BaseException | None) -> None:
         if attempt == 0 or attempt % 10 == 0:
@@ -284,10 +368,12 @@ class Relay:
                         _one_line(exc) if exc else "cancelled")
         metrics.PRODUCE_RETRIES.inc()
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
+        task.add_done_callback(_log_crash)
+        return task
 
     def _settled(self, d: Delivery) -> None:
         d.settle()
@@ -341,7 +427,7 @@ class Relay:
 
     def _stop(self) -> None:
         self.stopping = True
-        self._stopped.set()
+        asyncio.get_running_loop().call_later(self.settings.shutdown_timeout_s, self._give_up.set)
         self.source.stop()
 
     async def drain(self, timeout: float) -> bool:
@@ -355,6 +441,7 @@ class Relay:
         except asyncio.TimeoutError:
             log.warning("%d deliveries still unsettled after %.0fs; they will be delivered again",
                         self.in_flight, timeout)
+            self._give_up.set()
             return False
         finally:
             self._idle = None

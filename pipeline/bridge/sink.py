@@ -16,13 +16,7 @@ from typing import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
-from aiokafka.errors import (
-    KafkaConnectionError,
-    KafkaError,
-    OutOfOrderSequenceNumber,
-    ProducerFenced,
-    UnknownProducerId,
-)
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 
 from pipeline.config import ConfigError
@@ -37,14 +31,9 @@ TOPIC_ALREADY_EXISTS = 36
 REFUSED_CODES = frozenset({17, 29, 31, 37, 38, 39, 40, 44})
 
 
-# The broker lost or rejects the idempotent producer's sequence state (typically after it restarted
-# while batches were in flight). The Java client bumps its epoch and goes on; aiokafka fails every
-# later batch to that partition the same way, so the only way on is a new producer (a new id).
-PRODUCER_BROKEN = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced)
-
-
 class TopicRefused(KafkaError):
     """Kafka will not create this topic (ACLs, policy, settings); one-line reason in str()."""
+
 
 COMPRESSIONS = {"none": lambda: True, "gzip": has_gzip, "lz4": has_lz4, "zstd": has_zstd, "snappy": has_snappy}
 
@@ -100,7 +89,7 @@ class KafkaSink:
         self.topics: set[str] = set()  # known to exist
         self._creating: dict[str, asyncio.Future] = {}
         self.generation = 0  # bumped by each renewal of the producer
-        self._renewing: asyncio.Task | None = None
+        self.abandoned = -1  # the generation last abandoned
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Connect, retrying with backoff until Kafka answers; False when `stop` was set first."""
@@ -147,37 +136,39 @@ class KafkaSink:
         metrics.RECONNECTS.labels("kafka").inc()
         return await _sleep_or_stop(delay, stop)
 
-    async def renew(self, broken: int, cause: BaseException) -> None:
-        """Replace producer generation `broken` by a new producer (see PRODUCER_BROKEN). Callers
-        that saw the same failure share one renewal; a generation already replaced is left alone.
-        While it runs `producer` is None, so senders wait."""
-        if broken != self.generation:
-            return
-        if self._renewing is None:
-            self._renewing = asyncio.get_running_loop().create_task(self._renew(cause))
-        await asyncio.shield(self._renewing)
-
-    async def _renew(self, cause: BaseException) -> None:
+    def abandon(self) -> None:
+        """Stop the producer sending anything more, at once (see Relay._recover): aiokafka has no
+        abort, so its sender task is cancelled; what it holds is never sent, and the caller
+        produces it again on the producer `renew` makes."""
         old, self.producer = self.producer, None
-        log.warning("renewing the Kafka producer after %s", _one_line(cause))
+        if old is None:
+            return
+        self.abandoned = self.generation
+        sender = getattr(getattr(old, "_sender", None), "sender_task", None)
+        if sender is not None:
+            sender.cancel()
+        asyncio.get_running_loop().create_task(_stop_within(old, self.settings.request_timeout_ms / 1000))
+
+    async def renew(self, cause: BaseException | None, stop: asyncio.Event | None = None) -> bool:
+        """A new producer (a new producer id, so no sequence state) after `abandon`; retried with
+        backoff while Kafka does not answer (`producer` stays None meanwhile: senders wait).
+        False when `stop` was set first."""
+        log.warning("renewing the Kafka producer after %s", _one_line(cause) if cause else "a failed send")
         metrics.PRODUCER_RENEWALS.inc()
         delay = 0.5
-        try:
-            while True:
-                producer = self._new_producer()
-                try:
-                    await producer.start()
-                    break
-                except (KafkaError, OSError) as exc:
-                    await _quiet_stop(producer)
-                    await self._backoff(exc, delay, None)
-                    delay = min(delay * 2, 30.0)
-            self.producer = producer
-            self.generation += 1
-        finally:
-            self._renewing = None
-        if old is not None:  # its batches fail or land; the relay hands what it holds to the new one
-            asyncio.get_running_loop().create_task(_stop_within(old, self.settings.request_timeout_ms / 1000))
+        while True:
+            producer = self._new_producer()
+            try:
+                await producer.start()
+                break
+            except (KafkaError, OSError) as exc:
+                await _quiet_stop(producer)
+                if await self._backoff(exc, delay, stop):
+                    return False
+                delay = min(delay * 2, 30.0)
+        self.generation += 1
+        self.producer = producer
+        return True
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create the topics that do not exist yet (concurrent callers share one request)."""

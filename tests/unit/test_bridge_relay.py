@@ -43,12 +43,18 @@ class Recorder:
         self.fail_send: list[BaseException] = []
         self.producer = object()
         self.generation = 0
-        self.renewals: list[BaseException] = []
+        self.abandoned = -1
+        self.renewals: list[BaseException | None] = []
 
-    async def renew(self, broken, cause):
-        if broken == self.generation:
-            self.renewals.append(cause)
-            self.generation += 1
+    def abandon(self):
+        if self.producer is not None:
+            self.producer, self.abandoned = None, self.generation
+
+    async def renew(self, cause, stop=None):
+        self.renewals.append(cause)
+        self.generation += 1
+        self.producer = object()
+        return True
 
     async def ensure_topics(self, topics):
         for t in topics:
@@ -219,32 +225,37 @@ async def test_failed_produce_is_retried_not_settled(monkeypatch) -> None:
     assert settled == ["a"] and relay.relayed == 1
 
 
-async def test_broken_producer_is_renewed_and_its_records_handed_over(monkeypatch) -> None:
-    """OutOfOrderSequenceNumber (Kafka restarted under an idempotent producer): one new producer;
-    the failed record and the ones the old producer still holds go through it; a late ack from the
-    old producer does not settle a delivery twice."""
+async def test_a_failed_record_is_produced_again_in_order_on_a_new_producer(monkeypatch) -> None:
+    """Kafka fails a record it had taken (OutOfOrderSequenceNumber after a broker restart): the
+    producer is abandoned and a new one takes that record and every unconfirmed one, in their first
+    order, before any new delivery; a late ack from the old producer does not settle twice."""
     monkeypatch.setattr(sink_mod.random, "uniform", lambda a, b: 0.01)
     sink = Recorder(auto_ack=False)
     settled: list = []
-    bodies = [delivery(node_body(), settled, name) for name in "abc"]
-    relay = Relay(settings(), ListSource(bodies), sink)
+    phases = ["start", "end", "start", "end"]
+    bodies = [delivery(node_body(f"baremetal.node.power_set.{ph}"), settled, f"{i}") for i, ph in enumerate(phases)]
+    relay = Relay(settings(max_in_flight=3), ListSource(bodies), sink)
     task = asyncio.create_task(relay.run(asyncio.Event()))
-    while len(sink.futures) < 3:
+    while len(sink.futures) < 3:  # the fourth waits for in-flight space
         await asyncio.sleep(0)
     old = list(sink.futures)
-    old[0].set_exception(OutOfOrderSequenceNumber())
     old[1].set_exception(OutOfOrderSequenceNumber())
+    old[2].set_exception(OutOfOrderSequenceNumber())  # the abandoned producer reports more
+    old[0].set_result(None)  # ... and delivers one after all: a duplicate, settled once
     while len(sink.futures) < 6:
         await asyncio.sleep(0.01)
     assert len(sink.renewals) == 1 and sink.generation == 1
-    assert sorted(s[1] for s in sink.sent[3:]) == sorted(s[1] for s in sink.sent[:3])
-    old[2].set_result(None)  # the old producer delivers after all: ignored, the new copy settles
-    await asyncio.sleep(0.01)
-    assert settled == []
-    for fut in sink.futures[3:]:
-        fut.set_result(None)
+    ids = [h["message_id"] for _, _, _, h in sink.sent]
+    while len(sink.futures) < 6 or not all(f.done() for f in sink.futures[3:]) or len(settled) < 4:
+        for fut in sink.futures[3:]:
+            if not fut.done():
+                fut.set_result(None)
+        await asyncio.sleep(0.01)
     await task
-    assert sorted(settled) == ["a", "b", "c"] and relay.relayed == 3
+    assert sorted(settled) == ["0", "1", "2", "3"] and relay.relayed == 4
+    replayed = [h["message_id"] for _, _, _, h in sink.sent[3:]]
+    assert replayed[:2] == ids[1:3]  # the failed records first, in order, then the new delivery
+    assert len(sink.sent) == 6
 
 
 async def test_send_raising_timeout_is_retried(monkeypatch) -> None:
