@@ -396,8 +396,10 @@ class Relay:
             if stalled_since is None:
                 if self.in_flight and now - self.last_ack > stall_s:
                     stalled_since = self.last_ack
-                    log.warning("Kafka has acknowledged nothing for %.0fs; %d deliveries wait, "
-                                "no new ones are taken", now - self.last_ack, self.in_flight)
+                    log.warning("Kafka has acknowledged nothing for %.0fs; %d deliveries wait (%d records "
+                                "with the producer%s), no new ones are taken", now - self.last_ack,
+                                self.in_flight, len(self._pending),
+                                f", {len(self._replay)} to produce again" if self._gate is not None else "")
             elif self.last_ack > stalled_since:
                 log.info("Kafka acknowledging again after %.0fs", self.last_ack - stalled_since)
                 stalled_since = None

@@ -90,6 +90,7 @@ class KafkaSink:
         self._creating: dict[str, asyncio.Future] = {}
         self.generation = 0  # bumped by each renewal of the producer
         self.abandoned = -1  # the generation last abandoned
+        self._dropped: asyncio.Future | None = None  # per producer: resolved by abandon()
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Connect, retrying with backoff until Kafka answers; False when `stop` was set first."""
@@ -110,6 +111,7 @@ class KafkaSink:
                 delay = min(delay * 2, 30.0)
                 continue
             self.producer, self.admin = producer, admin
+            self._dropped = asyncio.get_running_loop().create_future()  # resolved by abandon()
             log.info("Kafka connected: %s (acks=all, idempotent, compression=%s)",
                      ",".join(s.bootstrap_servers), s.compression)
             return True
@@ -144,6 +146,8 @@ class KafkaSink:
         if old is None:
             return
         self.abandoned = self.generation
+        if self._dropped is not None and not self._dropped.done():
+            self._dropped.set_result(None)
         sender = getattr(getattr(old, "_sender", None), "sender_task", None)
         if sender is not None:
             sender.cancel()
@@ -167,7 +171,7 @@ class KafkaSink:
                     return False
                 delay = min(delay * 2, 30.0)
         self.generation += 1
-        self.producer = producer
+        self.producer, self._dropped = producer, asyncio.get_running_loop().create_future()
         return True
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
@@ -221,9 +225,20 @@ class KafkaSink:
 
     async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> asyncio.Future:
         """Append to the producer's batch; the returned future resolves on Kafka's ack."""
-        if self.producer is None:
+        producer = self.producer
+        if producer is None:
             raise KafkaConnectionError("the producer is being renewed")
-        return await self.producer.send(topic, value, key=key, headers=list(headers))
+        if producer.client.cluster.partitions_for_topic(topic) is not None:
+            return await producer.send(topic, value, key=key, headers=list(headers))
+        # Waiting for the topic's metadata: aiokafka waits without a bound once the producer's
+        # client is closed, so a producer abandoned meanwhile must not hold the caller.
+        sending = asyncio.ensure_future(producer.send(topic, value, key=key, headers=list(headers)))
+        assert self._dropped is not None  # set with the producer
+        await asyncio.wait((sending, self._dropped), return_when=asyncio.FIRST_COMPLETED)
+        if not sending.done():
+            sending.cancel()
+            raise KafkaConnectionError("the producer was abandoned")
+        return sending.result()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Flush what the producer holds (bounded in time) and disconnect."""
