@@ -235,6 +235,7 @@ class Relay:
             giving_up = asyncio.ensure_future(self._give_up.wait())
             await asyncio.wait((self._gate, giving_up), return_when=asyncio.FIRST_COMPLETED)
             giving_up.cancel()
+            await asyncio.wait((giving_up,))  # let it unwind before it is dropped
             if self._give_up.is_set():
                 self._released()  # not acked: the source delivers it again
                 return

@@ -91,6 +91,7 @@ class KafkaSink:
         self.generation = 0  # bumped by each renewal of the producer
         self.abandoned = -1  # the generation last abandoned
         self._dropped: asyncio.Future | None = None  # per producer: resolved by abandon()
+        self._closing: set[asyncio.Task] = set()  # abandoned producers' clients closing
 
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Connect, retrying with backoff until Kafka answers; False when `stop` was set first."""
@@ -151,7 +152,10 @@ class KafkaSink:
         sender = getattr(getattr(old, "_sender", None), "sender_task", None)
         if sender is not None:
             sender.cancel()
-        asyncio.get_running_loop().create_task(_stop_within(old, self.settings.request_timeout_ms / 1000))
+        # only its connections are closed: stop() would wait to flush what must not be sent now
+        task = asyncio.get_running_loop().create_task(_close_client(old))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def renew(self, cause: BaseException | None, stop: asyncio.Event | None = None) -> bool:
         """A new producer (a new producer id, so no sequence state) after `abandon`; retried with
@@ -237,6 +241,7 @@ class KafkaSink:
         await asyncio.wait((sending, self._dropped), return_when=asyncio.FIRST_COMPLETED)
         if not sending.done():
             sending.cancel()
+            await asyncio.wait((sending,))  # let it unwind before it is dropped
             raise KafkaConnectionError("the producer was abandoned")
         return sending.result()
 
@@ -251,11 +256,11 @@ class KafkaSink:
         self.producer = self.admin = None
 
 
-async def _stop_within(producer: AIOKafkaProducer, timeout: float) -> None:
+async def _close_client(producer: AIOKafkaProducer) -> None:
     try:
-        await asyncio.wait_for(producer.stop(), timeout)
-    except Exception as exc:  # a broken producer: nothing left to save in it
-        log.info("previous Kafka producer stopped uncleanly: %s", _one_line(exc))
+        await asyncio.wait_for(producer.client.close(), 10.0)
+    except Exception as exc:  # an abandoned producer: nothing left to save in it
+        log.info("abandoned Kafka producer closed uncleanly: %s", _one_line(exc))
 
 
 async def _quiet_stop(client) -> None:
