@@ -391,11 +391,44 @@ def install(rt: Any) -> None:
         partition by about one record. The agent has read everything, the group never catches up
         (seen after a SIGKILL: the restart has a changelog to recover and records to re-read, so the
         seek has a backlog to race). With the flow stopped here the fetcher delivers nothing
-        between the resume and the seek; faust resumes the flow itself right after the seek.
+        between the resume and the seek; faust resumes the flow itself right after the seek. What
+        a fetch already under way returns meanwhile faust discards, to be fetched again from the
+        position the seek sets (`_rewind_uncommitted_on_seek` makes that true for every partition).
         """
-        app.consumer.stop_flow()
+        consumer = app.consumer
+        if not getattr(consumer, "_pipeline_rewinds_uncommitted", False):
+            _rewind_uncommitted_on_seek(consumer)
+        consumer.stop_flow()
         app.flow_control.suspend()
         await asyncio.sleep(0)  # let the drain loop see the suspension before the seek starts
+
+    def _rewind_uncommitted_on_seek(consumer: Any) -> None:
+        """Make faust's "seek to committed" also rewind partitions that have no committed offset.
+
+        faust discards what the fetcher returns while its flow is stopped (or for a partition it
+        has just paused) and relies on `perform_seek` to fetch it again (faust/transport/consumer.py:
+        766-772). aiokafka's `seek_to_committed` skips partitions without a committed offset
+        (aiokafka/consumer/consumer.py:901), so for those the position stays past records nobody
+        processed: they are never read and never committed, and the group's lag stays above zero
+        (seen in tests/faults: a restart before the first commit of a small topic). Such a
+        partition goes back to its beginning, where `auto_offset_reset=earliest` started it;
+        what it re-reads is dropped by the dedup.
+        """
+        from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
+
+        original = consumer.perform_seek
+
+        async def perform_seek() -> None:
+            await original()
+            fresh = [tp for tp in consumer.assignment()
+                     if tp.topic in rt.topic_names.sources and not consumer._read_offset.get(tp)]
+            if fresh:
+                log.info("no committed offset, read from the beginning: %s",
+                         ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(fresh)))
+                await consumer._thread.seek_to_beginning(*(ensure_aiokafka_TP(tp) for tp in fresh))
+
+        consumer.perform_seek = perform_seek
+        consumer._pipeline_rewinds_uncommitted = True
 
     stalls: dict[Any, tuple[int, int]] = {}
 

@@ -31,8 +31,6 @@ def test_bridge_killed_three_times(broker, fleet, reference, tmp_path) -> None:
     assert outcome.accounting.duplicates > 0, "a killed bridge leaves unacked deliveries: copies expected"
 
 
-# A killed worker sometimes stalls after faust's recovery seek (see tests/integration/test_worker_restart.py).
-@pytest.mark.xfail(reason="faust-streaming sometimes stalls after the recovery seek that follows a SIGKILL", strict=False)
 def test_worker_killed_twice(broker, fleet, reference, tmp_path) -> None:
     async def fault(p, pub):
         for _ in range(2):
@@ -46,8 +44,6 @@ def test_worker_killed_twice(broker, fleet, reference, tmp_path) -> None:
     outcome.check()
 
 
-# A killed worker sometimes stalls after faust's recovery seek (see tests/integration/test_worker_restart.py).
-@pytest.mark.xfail(reason="faust-streaming sometimes stalls after the recovery seek that follows a SIGKILL", strict=False)
 def test_bridge_and_worker_killed_at_once(broker, fleet, reference, tmp_path) -> None:
     async def fault(p, pub):
         for _ in range(2):

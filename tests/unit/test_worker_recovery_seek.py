@@ -53,3 +53,36 @@ def test_faust_commits_one_offset_at_a_time_once_an_offset_is_acked_twice(rt) ->
     consumer._acked_index[tp] = set(range(100, 110))
     consumer._gap[tp].addi(101, 110)  # what _drain_messages records after the seek moved _read_offset back
     assert consumer._new_offset(tp) == 102  # not 110: ten records read, two committable
+
+
+class FakeConsumerThread:
+    """Stands in for faust's aiokafka thread: what the group committed, where seeks went."""
+
+    def __init__(self, committed: dict) -> None:
+        self.committed = committed
+        self.to_beginning: list = []
+
+    def assignment(self) -> set:
+        return set(self.committed)
+
+    async def seek_to_committed(self) -> dict:
+        return dict(self.committed)
+
+    async def seek_to_beginning(self, *partitions) -> None:
+        self.to_beginning.extend((tp.topic, tp.partition) for tp in partitions)
+
+
+async def test_the_seek_to_committed_also_rewinds_relay_partitions_never_committed(rt) -> None:
+    from faust.types import TP
+
+    app = rt.app
+    relay = rt.topic_names.sources[0]
+    done, fresh, changelog = TP(relay, 0), TP(relay, 1), TP(rt.resources.changelog_topic.get_topic_name(), 1)
+    thread = FakeConsumerThread({done: 120, fresh: None, changelog: None})
+    app.consumer._thread = thread
+    await app.on_rebalance_complete.send()  # installs the rewind before faust's own seek
+
+    await app.consumer.perform_seek()
+
+    assert app.consumer._read_offset[done] == 120  # faust's seek, unchanged
+    assert thread.to_beginning == [(relay, 1)]  # aiokafka would have left it where its fetcher was
