@@ -257,6 +257,7 @@ class KafkaSink:
 
 
 async def _close_client(producer: AIOKafkaProducer) -> None:
+    producer._closed = True  # what stop() would mark; aiokafka logs "Unclosed" for any other
     try:
         await asyncio.wait_for(producer.client.close(), 10.0)
     except Exception as exc:  # an abandoned producer: nothing left to save in it
