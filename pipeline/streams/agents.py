@@ -423,8 +423,7 @@ def install(rt: Any) -> None:
             fresh = [tp for tp in consumer.assignment()
                      if tp.topic in rt.topic_names.sources and not consumer._read_offset.get(tp)]
             if fresh:
-                log.info("no committed offset, read from the beginning: %s",
-                         ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(fresh)))
+                log.info("%d relay partitions without a committed offset: read from their beginning", len(fresh))
                 await consumer._thread.seek_to_beginning(*(ensure_aiokafka_TP(tp) for tp in fresh))
 
         consumer.perform_seek = perform_seek
