@@ -327,6 +327,10 @@ def _check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     if args.images < 0:
         raise ConfigError("--images must not be negative")
+    try:  # now, not after minutes of measuring
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--report {args.report}: {exc.strerror} ({exc.filename})") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -349,7 +353,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except (OSError, ConnectionError) as exc:
         raise ConfigError(f"a broker is not reachable ({exc}); run `make up`") from None
-    args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
     print(f"\nreport: {args.report} (run {report['run']}, {report['wall_seconds']:.0f} s, "

@@ -54,3 +54,16 @@ def test_percentile() -> None:
     assert stages.percentile(values, 50) in (50, 51)
     assert stages.percentile(values, 99) == 99
     assert stages.percentile([7.0], 99) == 7.0
+
+
+def test_a_report_path_that_cannot_be_written_is_a_one_line_error_before_measuring(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "bench", "--report", str(blocker / "r.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    err = done.stderr.strip()
+    assert "--report" in err and len(err.splitlines()) == 1 and "Traceback" not in err
