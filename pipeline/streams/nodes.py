@@ -66,7 +66,8 @@ def apply(node: dict | None, event: dict, ts: int) -> tuple[dict | None, bool]:
     either (a retried relay record arrives after newer ones): it is the earliest event known to
     carry the current values with no known event of other values after it. So per group we keep
     the newest event (`n`) and the newest time an event of other values was seen (`d`); an older
-    event with the current values moves the change back, one with other values moves it forward.
+    event with the current values moves the change back, one with other values moves it forward
+    (to the newest event: the first of the final run is not kept, so that case is approximate).
     """
     data = _snapshot(event)
     if data is None:
