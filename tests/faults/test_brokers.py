@@ -8,8 +8,9 @@ import asyncio
 import subprocess
 import time
 
-import aio_pika
 import pytest
+
+from tests.support.oslo_rabbit import ready_in_queue
 
 from .conftest import FIGURES
 from .harness import RssSampler, publish_done, running, scenario
@@ -17,17 +18,6 @@ from .harness import RssSampler, publish_done, running, scenario
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 RSS_BOUND_MB = 200.0  # the bridge's resident memory while Kafka is down, whatever waits in RabbitMQ
-
-
-async def ready_in_queue(amqp_url: str, queue: str) -> int:
-    """Messages ready in the queue (not counting the ones delivered and unacked)."""
-    connection = await aio_pika.connect(amqp_url, timeout=5)
-    try:
-        channel = await connection.channel()
-        q = await channel.declare_queue(queue, passive=True)
-        return q.declaration_result.message_count or 0
-    finally:
-        await connection.close()
 
 
 def start_again(stack, broker: str, attempts: int = 3) -> None:
@@ -63,7 +53,7 @@ def test_kafka_down_then_restarted(broker, private_stack, fleet, reference, tmp_
         # at least 15 s, and until the publisher is done (at most 60 s): the whole rest of the fleet waits
         while time.monotonic() - down_at < 15 or pub.poll() is None and time.monotonic() - down_at < 60:
             rss.sample()
-            waiting.append(await ready_in_queue(broker.amqp_url, p.names.queue))
+            waiting.append(await ready_in_queue(p.names.queue, broker.amqp_url))
             await asyncio.sleep(0.5)
         assert bridge.alive(), bridge.tail()
         down_s = time.monotonic() - down_at
@@ -100,7 +90,7 @@ def test_rabbitmq_connections_closed_then_restarted(broker, private_stack, fleet
         await asyncio.sleep(2.0)
         rabbitmqctl(broker.rabbit_node, "close_all_connections", "fault suite")
         await asyncio.sleep(4.0)
-        left = await ready_in_queue(broker.amqp_url, p.names.queue)
+        left = await ready_in_queue(p.names.queue, broker.amqp_url)
         await asyncio.to_thread(private_stack.stop, "rabbitmq")
         await asyncio.sleep(2.0)
         await asyncio.to_thread(start_again, private_stack, "rabbitmq")

@@ -20,6 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from oslo_config import cfg
 from oslo_messaging import transport as oslo_transport
 
+from tests.support.oslo_rabbit import ready_in_queue
+
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -210,13 +212,7 @@ def bridge_args(queue: str, prefix: str, *extra: str, kafka: str = KAFKA) -> lis
 
 
 async def queue_depth(queue: str) -> int:
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        q = await channel.declare_queue(queue, passive=True)
-        return q.declaration_result.message_count or 0
-    finally:
-        await connection.close()
+    return await ready_in_queue(queue, AMQP_URL)
 
 
 async def delete_queues(*queues: str) -> None:

@@ -62,6 +62,19 @@ class OsloPublisher:
         self.close()
 
 
+async def ready_in_queue(queue: str, url: str = "amqp://guest:guest@127.0.0.1:5672/") -> int:
+    """Messages ready in the queue (not counting the ones delivered and unacked)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url, timeout=5)
+    try:
+        channel = await connection.channel()
+        q = await channel.declare_queue(queue, passive=True)
+        return q.declaration_result.message_count or 0
+    finally:
+        await connection.close()
+
+
 def wait_for_queue(name: str, timeout: float = 30.0, url: str = "amqp://guest:guest@127.0.0.1:5672/") -> None:
     """Block until the bridge has declared (and bound) its queue: messages published before that
     are dropped by the exchange, exactly as in production before the bridge's first start."""
