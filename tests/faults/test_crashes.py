@@ -18,17 +18,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 def test_bridge_killed_three_times(broker, fleet, reference, tmp_path) -> None:
     async def fault(p, pub):
+        mid_relay = 0
         for _ in range(3):
             await asyncio.sleep(2.0)
+            mid_relay += pub.poll() is None  # the fleet is still being published and relayed
             await sigkill(running(p.procs, "bridge")[0])
             await asyncio.sleep(0.5)
             await p.bridge().wait_for("relaying from", 60)
-        return {"bridge kills": 3}
+        return {"bridge kills": 3, "kills while publishing": mid_relay}
 
     outcome = asyncio.run(scenario(broker, tmp_path, fleet[1], reference, fault))
     FIGURES.append(outcome.line("bridge SIGKILL x3"))
     outcome.check()
-    assert outcome.accounting.duplicates > 0, "a killed bridge leaves unacked deliveries: copies expected"
+    # copies are likely (deliveries unacked at the kill) but not certain: acks follow Kafka's within
+    # milliseconds, so a kill can find nothing in flight; what must hold is that it hit a live relay
+    assert outcome.notes["kills while publishing"] == 3, outcome.notes
 
 
 def test_worker_killed_twice(broker, fleet, reference, tmp_path) -> None:
