@@ -4,7 +4,7 @@ A row says which service emits the event, its phase (start, end, error, success,
 paired operation it belongs to, the default deadline for that operation's end, and where the
 resource UUID and the node UUID live in the payload.
 
-Rules the table encodes (DESIGN.md, "Operations"):
+Rules the table encodes (docs/contracts.md, "Operations"):
 
 * Ironic ``X.start`` / ``X.end`` / ``X.error``: phases start/end/error of operation ``X``
   (e.g. ``baremetal.node.power_set``). ``X.success`` has phase success and no operation, even

@@ -1,4 +1,4 @@
-"""Decode + classify + mask: the normalized event of DESIGN.md, as a plain dict."""
+"""Decode + classify + mask: the normalized event of docs/contracts.md, as a plain dict."""
 from __future__ import annotations
 
 import re

@@ -1,7 +1,8 @@
 """Payloads and wire bodies shaped exactly as Ironic and Glance send them.
 
 Pure functions: a resource's current state in, a JSON-ready payload out. The field lists and
-versions follow the research notes (openstack-notifications-on-the-wire.md, sections 2, 3 and 6):
+versions follow Ironic's and Glance's notification code and the verbatim wire captures in
+tests/fixtures/research_bodies.jsonl, which the tests compare the output with:
 
 * Ironic wraps every payload in an ``ironic_object`` envelope (name, namespace, version, data).
   Datetimes inside ``ironic_object.data`` are ISO 8601 with ``Z`` and no fraction.
@@ -34,7 +35,7 @@ __all__ = [
     "wire_body",
 ]
 
-# ironic_object.name -> ironic_object.version, as emitted by current Ironic (research notes 2.2, 2.4).
+# ironic_object.name -> ironic_object.version, as emitted by current Ironic (its objects/notification.py payload classes).
 IRONIC_VERSIONS: dict[str, str] = {
     "NodePayload": "1.17",
     "NodeSetPowerStatePayload": "1.17",

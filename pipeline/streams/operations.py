@@ -10,7 +10,7 @@ One state record per resource (the Kafka key), holding:
   it (Ironic documents that an ``.end`` can be emitted before its ``.start``);
 * ``node``: the node state, for node resources (see `nodes`).
 
-Rules (DESIGN.md "Operations"):
+Rules (docs/contracts.md, "Operations"):
 
 * start, then terminal (``end`` -> outcome success, ``error`` -> error): one operation record.
 * terminal, then start within the grace: the same record (durations are clamped at 0: in the

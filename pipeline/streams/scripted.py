@@ -1,7 +1,7 @@
 """Scripted notifications for tests and benchmarks: real wire bodies, normalized, as relay records.
 
-The bodies follow the verified captures of the research notes (Ironic ``power_set.start`` of
-Example A, Glance ``image.upload`` success and failure): a messagingv2 envelope around the inner
+The bodies follow the verbatim wire captures in tests/fixtures/research_bodies.jsonl (Ironic
+``power_set.start``, Glance ``image.upload`` success and failure): a messagingv2 envelope around the inner
 message, an ``ironic_object`` envelope for Ironic payloads, bare dicts (or a string at ERROR) for
 Glance. `relay` turns one into what the bridge writes: topic, key, value, headers.
 """

@@ -1,4 +1,4 @@
-"""DESIGN: "a backlog or a restart must not raise false missing-end alerts". The fleet (whose ground
+"""docs/contracts.md: "a backlog or a restart must not raise false missing-end alerts". The fleet (whose ground
 truth has no lost end) is relayed first, then a worker with the default watchdog settings reads it
 as a backlog, as after an outage of the workers: it must raise no missing_end and no orphan_end."""
 from __future__ import annotations

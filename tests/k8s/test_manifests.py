@@ -28,7 +28,7 @@ from k8s_render import (
     strimzi_errors,
 )
 
-# DESIGN.md, "Kafka topics": the families every deployment relays, at the least.
+# docs/contracts.md, "Kafka topics": the families every deployment relays, at the least.
 DESIGN_FAMILIES = {
     "baremetal.node",
     "baremetal.port",
@@ -367,7 +367,7 @@ def test_every_topic_is_declared_with_partitions_replicas_and_config(rendered: R
     worker = worker_topics(settings)
     topics = {topic_name(t): t for t in rendered.of_kind("KafkaTopic")}
     assert set(topics) == bridge_topics(settings) | set(worker.sources) | set(worker.outputs) | {worker.deadletter}
-    assert worker.outputs == ("pipeline.operations", "pipeline.node-state", "pipeline.alerts")  # DESIGN.md
+    assert worker.outputs == ("pipeline.operations", "pipeline.node-state", "pipeline.alerts")  # docs/contracts.md
     for name, topic in topics.items():
         spec = topic["spec"]
         assert spec["partitions"] == int(settings["TOPIC_PARTITIONS"]), f"{name}: co-partitioned with faust's topics"

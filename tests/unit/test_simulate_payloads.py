@@ -1,5 +1,5 @@
 """The simulator's messages against the real thing: oslo's own rabbit driver (byte for byte), the
-verbatim examples of the research notes (structure), and `pipeline inspect` (no error)."""
+verbatim wire captures of tests/fixtures (structure), and `pipeline inspect` (no error)."""
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +30,7 @@ def _inner(body: bytes | str) -> dict:
 
 
 def _research() -> dict[tuple[str, str], dict]:
-    """Verbatim research-note examples (§6) of the rabbit driver by (event_type, priority); the
+    """Verbatim wire captures of the rabbit driver by (event_type, priority); the
     Kafka-driver record and the v1 `test.v1` example are about drivers, not services' payloads."""
     found = {}
     for line in (FIXTURES / "research_bodies.jsonl").read_text().splitlines():
