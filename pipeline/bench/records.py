@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pipeline import codec, events
 from pipeline.simulate import outputs
 from pipeline.simulate.command import unique_id
-from pipeline.simulate.fleet import TERMINAL, Event, Fleet
+from pipeline.simulate.fleet import Fleet
+from pipeline.simulate.model import TERMINAL, Event
 
 __all__ = ["Published", "Workload", "kafka_record"]
 

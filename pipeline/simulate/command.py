@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import itertools
 import json
 import signal
 import sys
@@ -36,7 +35,8 @@ from pipeline.config import (
 
 from . import outputs
 from .faults import Faults
-from .fleet import Event, Fleet
+from .fleet import Fleet
+from .model import Event
 
 OUTPUTS = ("rabbit", "kafka", "stdout")
 

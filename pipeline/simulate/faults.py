@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .fleet import TERMINAL, Event
+from .model import TERMINAL, Event
 
 __all__ = ["Faults"]
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pipeline.config import ConfigError
 
 from . import payloads
-from .fleet import Event
+from .model import Event
 
 __all__ = ["KafkaOutput", "Output", "RabbitOutput", "StdoutOutput", "Topics", "render"]
 

@@ -8,7 +8,8 @@ from datetime import datetime
 import pytest
 
 from pipeline.simulate.faults import Faults
-from pipeline.simulate.fleet import Event, Fleet
+from pipeline.simulate.fleet import Fleet
+from pipeline.simulate.model import Event
 
 START = datetime(2026, 11, 22, 0, 0, 0)
 # ironic/common/states.py

@@ -18,7 +18,8 @@ from pipeline import events
 from pipeline.simulate import outputs, payloads
 from pipeline.simulate.command import unique_id
 from pipeline.simulate.faults import Faults
-from pipeline.simulate.fleet import Event, Fleet
+from pipeline.simulate.fleet import Fleet
+from pipeline.simulate.model import Event
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 START = datetime(2026, 11, 22, 0, 0, 0)
