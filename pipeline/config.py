@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 
 class ConfigError(Exception):
@@ -51,92 +54,172 @@ def secret(name: str) -> str | None:
     return env(name)
 
 
-def add_kafka_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Kafka")
-    group.add_argument(
-        "--kafka-bootstrap-servers",
-        default=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        help="comma-separated host:port list (env KAFKA_BOOTSTRAP_SERVERS; default %(default)s)",
-    )
-    group.add_argument(
-        "--kafka-security-protocol",
-        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-        default=env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-        help="(env KAFKA_SECURITY_PROTOCOL; default %(default)s)",
-    )
-    group.add_argument(
-        "--kafka-sasl-mechanism",
-        choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
-        default=env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
-        help="with a SASL_* protocol; the user is KAFKA_SASL_USERNAME, the password KAFKA_SASL_PASSWORD "
-        "or the file KAFKA_SASL_PASSWORD_FILE (env KAFKA_SASL_MECHANISM; default %(default)s)",
-    )
-    group.add_argument(
-        "--kafka-ssl-cafile",
-        default=env("KAFKA_SSL_CAFILE"),
-        help="CA bundle that signs the brokers' certificates; default: the system's (env KAFKA_SSL_CAFILE)",
-    )
-    group.add_argument(
-        "--kafka-ssl-certfile",
-        default=env("KAFKA_SSL_CERTFILE"),
-        help="client certificate for mutual TLS (env KAFKA_SSL_CERTFILE)",
-    )
-    group.add_argument(
-        "--kafka-ssl-keyfile",
-        default=env("KAFKA_SSL_KEYFILE"),
-        help="its private key (env KAFKA_SSL_KEYFILE)",
-    )
-    group.add_argument(
-        "--kafka-ssl-no-check-hostname",
-        action="store_true",
-        default=env("KAFKA_SSL_CHECK_HOSTNAME", "true").lower() in ("0", "false", "no"),
-        help="do not verify that the broker's certificate names the host dialled "
-        "(env KAFKA_SSL_CHECK_HOSTNAME=false); verification is on by default",
-    )
-    group.add_argument(
-        "--topic-prefix",
-        default=env("TOPIC_PREFIX", "notifications."),
-        help="prefix of the relay topics, one per family (env TOPIC_PREFIX; default %(default)s)",
-    )
-    group.add_argument(
-        "--topic-partitions",
-        type=int,
-        default=env_int("TOPIC_PARTITIONS", 6),
-        help="partitions of topics created when missing (env TOPIC_PARTITIONS; default %(default)s)",
-    )
+# --- the settings tables -------------------------------------------------------------------------
+# Every setting is declared once, as a row: the row builds the argparse flag (with its environment
+# variable as the default), the --help text and the tables of docs/settings.md, which a test keeps
+# in step with the code (`python -m pipeline.config` writes them).
+
+Kind = Literal["value", "switch", "toggle", "list"]
 
 
-def add_amqp_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("RabbitMQ")
-    group.add_argument(
-        "--amqp-url",
-        default=env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-        help="amqp:// or amqps:// URL with the virtual host as its path; keep the password out of it "
-        "and in AMQP_PASSWORD or the file AMQP_PASSWORD_FILE (env AMQP_URL; default amqp://guest:***@127.0.0.1:5672/)",
-    )
-    group.add_argument(
-        "--amqp-ssl-cafile",
-        default=env("AMQP_SSL_CAFILE"),
-        help="CA bundle for amqps:// (env AMQP_SSL_CAFILE; default: the system's)",
-    )
-    group.add_argument(
-        "--amqp-ssl-certfile", default=env("AMQP_SSL_CERTFILE"),
-        help="client certificate for amqps:// (env AMQP_SSL_CERTFILE)",
-    )
-    group.add_argument(
-        "--amqp-ssl-keyfile", default=env("AMQP_SSL_KEYFILE"),
-        help="its private key (env AMQP_SSL_KEYFILE)",
-    )
+@dataclass(frozen=True)
+class Setting:
+    """One flag and its environment variable.
+
+    kind: ``value`` (a typed value), ``switch`` (present = on, like ``--quiet``), ``toggle``
+    (``--x`` / ``--no-x``), ``list`` (repeatable; the environment variable holds a comma-separated
+    list). ``from_env`` reads the variable's text when plain conversion by ``type`` is not it."""
+
+    flag: str
+    env: str | None
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] = str
+    kind: Kind = "value"
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    dest: str | None = None
+    from_env: Callable[[str], Any] | None = None
+    shown_default: str | None = None  # what the docs say when the default is computed or secret
+
+    @property
+    def name(self) -> str:
+        return self.dest or self.flag.lstrip("-").replace("-", "_")
+
+    def env_default(self) -> Any:
+        raw = env(self.env) if self.env else None
+        if raw is None:
+            return list(self.default) if self.kind == "list" and self.default else self.default
+        if self.from_env is not None:
+            return self.from_env(raw)
+        if self.kind in ("switch", "toggle"):
+            return parse_bool(self.env or self.flag, raw)
+        if self.kind == "list":
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        try:
+            return self.type(raw)
+        except ValueError:
+            what = {int: "an integer", float: "a number"}.get(self.type, "valid")
+            raise ConfigError(f"{self.env}={raw!r} is not {what}") from None
+
+    def shown(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None or self.default == [] or self.default == ():
+            return "none"
+        if isinstance(self.default, bool):
+            return "on" if self.default else "off"
+        if isinstance(self.default, (list, tuple)):
+            return ",".join(map(str, self.default))
+        return str(self.default)
 
 
-def add_value_format_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--value-format",
-        choices=("avro", "json"),
-        default=env("VALUE_FORMAT", "avro"),
-        help="record values: Avro single-object encoding, or JSON for simple consumers "
-        "(env VALUE_FORMAT; default %(default)s)",
-    )
+@dataclass(frozen=True)
+class Group:
+    title: str
+    settings: tuple[Setting, ...]
+
+
+def default_of(groups: Iterable[Group], flag: str) -> Any:
+    """The declared default of a flag (not the environment's), for the settings dataclasses."""
+    for group in groups:
+        for s in group.settings:
+            if s.flag == flag:
+                return s.default
+    raise KeyError(flag)
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
+
+
+def add_settings(parser: argparse.ArgumentParser, groups: Iterable[Group]) -> None:
+    """The flags of these groups, their defaults read from the environment now."""
+    for group in groups:
+        target = parser.add_argument_group(group.title)
+        for s in group.settings:
+            suffix = f"env {s.env}; " if s.env else ""
+            help_text = f"{s.help} ({suffix}default {s.shown()})".replace("%", "%%")
+            kwargs: dict[str, Any] = {"help": help_text, "default": s.env_default(), "dest": s.name}
+            if s.kind == "switch":
+                kwargs["action"] = "store_true"
+            elif s.kind == "toggle":
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif s.kind == "list":
+                kwargs.update(action=_Repeat, type=s.type)
+            else:
+                kwargs["type"] = s.type
+            if s.choices:
+                kwargs["choices"] = s.choices
+            if s.metavar:
+                kwargs["metavar"] = s.metavar
+            target.add_argument(s.flag, **kwargs)
+
+
+class _Repeat(argparse.Action):
+    """A repeatable flag whose first use replaces the default (argparse's append adds to it)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        seen = f"_{self.dest}_given"
+        items = getattr(namespace, self.dest) if getattr(namespace, seen, False) else []
+        setattr(namespace, seen, True)
+        setattr(namespace, self.dest, [*items, values])
+
+
+def settings_markdown(process: str, groups: Iterable[Group]) -> str:
+    lines = [f"## `pipeline {process}`", ""]
+    for group in groups:
+        lines += [f"### {group.title}", "", "| flag | environment | default | meaning |", "|---|---|---|---|"]
+        for s in group.settings:
+            flag = s.flag if s.kind != "toggle" else f"{s.flag} / --no-{s.flag[2:]}"
+            choices = f" (one of: {', '.join(s.choices)})" if s.choices else ""
+            meaning = s.help + choices
+            variable = f"`{s.env}`" if s.env else ""
+            meaning = meaning.replace("|", "\\|")
+            lines.append(f"| `{flag}` | {variable} | {s.shown()} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+KAFKA = Group("Kafka", (
+    Setting("--kafka-bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "comma-separated host:port list",
+            "127.0.0.1:9092"),
+    Setting("--kafka-security-protocol", "KAFKA_SECURITY_PROTOCOL", "how clients connect", "PLAINTEXT",
+            choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+    Setting("--kafka-sasl-mechanism", "KAFKA_SASL_MECHANISM",
+            "with a SASL_* protocol; the user is KAFKA_SASL_USERNAME, the password KAFKA_SASL_PASSWORD or "
+            "the file KAFKA_SASL_PASSWORD_FILE", "SCRAM-SHA-512", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+    Setting("--kafka-ssl-cafile", "KAFKA_SSL_CAFILE", "CA bundle that signs the brokers' certificates",
+            shown_default="the system's"),
+    Setting("--kafka-ssl-certfile", "KAFKA_SSL_CERTFILE", "client certificate for mutual TLS"),
+    Setting("--kafka-ssl-keyfile", "KAFKA_SSL_KEYFILE", "its private key"),
+    Setting("--kafka-ssl-no-check-hostname", "KAFKA_SSL_CHECK_HOSTNAME",
+            "do not verify that the broker's certificate names the host dialled (KAFKA_SSL_CHECK_HOSTNAME=false); "
+            "verification is on by default", False, kind="switch",
+            from_env=lambda raw: raw.strip().lower() in ("0", "false", "no", "off"), shown_default="verify"),
+    Setting("--topic-prefix", "TOPIC_PREFIX", "prefix of the relay topics, one per family", "notifications."),
+    Setting("--topic-partitions", "TOPIC_PARTITIONS", "partitions of topics created when missing", 6, int),
+))
+
+AMQP = Group("RabbitMQ", (
+    Setting("--amqp-url", "AMQP_URL",
+            "amqp:// or amqps:// URL with the virtual host as its path; keep the password out of it and in "
+            "AMQP_PASSWORD or the file AMQP_PASSWORD_FILE", "amqp://guest:guest@127.0.0.1:5672/",
+            shown_default="amqp://guest:***@127.0.0.1:5672/"),
+    Setting("--amqp-ssl-cafile", "AMQP_SSL_CAFILE", "CA bundle for amqps://", shown_default="the system's"),
+    Setting("--amqp-ssl-certfile", "AMQP_SSL_CERTFILE", "client certificate for amqps://"),
+    Setting("--amqp-ssl-keyfile", "AMQP_SSL_KEYFILE", "its private key"),
+))
+
+VALUE_FORMAT = Setting("--value-format", "VALUE_FORMAT",
+                       "record values: Avro single-object encoding, or JSON for simple consumers", "avro",
+                       choices=("avro", "json"))
 
 
 def _ssl_context(cafile: str | None, certfile: str | None, keyfile: str | None, check_hostname: bool):
@@ -202,3 +285,30 @@ def mask_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def settings_document() -> str:
+    """docs/settings.md: every process's settings table, made from the declarations themselves."""
+    import importlib
+
+    from pipeline.cli import SUBCOMMANDS
+
+    parts = [
+        "# Settings",
+        "",
+        "Every setting is a flag whose default comes from an environment variable (when it has one); a",
+        "flag given wins over the variable. Secrets are never flags: `NAME` or the file named by `NAME_FILE`",
+        "(KAFKA_SASL_PASSWORD, AMQP_PASSWORD, WEB_TOKEN). A bad value exits with one line naming the setting.",
+        "",
+        "This file is written by `python -m pipeline.config > docs/settings.md` from the tables in the code;",
+        "`tests/unit/test_settings_docs.py` fails when the two differ.",
+        "",
+    ]
+    for process, (module, summary) in SUBCOMMANDS.items():
+        parts += [settings_markdown(process, importlib.import_module(module).SETTINGS).replace(
+            f"## `pipeline {process}`\n", f"## `pipeline {process}`\n\n{summary[0].upper()}{summary[1:]}.\n", 1)]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_document(), end="")

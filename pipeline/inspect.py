@@ -13,9 +13,17 @@ from typing import BinaryIO
 import orjson
 
 from . import events, wire
-from .config import env, env_int
+from .config import Group, Setting, add_settings
 
 __all__ = ["configure", "inspect_lines", "run"]
+
+
+SETTINGS: tuple[Group, ...] = (
+    Group("inspect", (
+        Setting("--topic-prefix", "TOPIC_PREFIX", "prefix of the relay topic shown in `topic`", "notifications."),
+        Setting("--max-body-bytes", "MAX_BODY_BYTES", "bodies larger than this are rejected", wire.MAX_BODY_BYTES, int),
+    )),
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,17 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         'dict) or a capture object {"exchange", "routing_key", "body"}; write one JSON line per input '
         'line: the normalized event or {"error": reason, "line": N}. Exit 1 if any line was rejected.'
     )
-    parser.add_argument(
-        "--topic-prefix",
-        default=env("TOPIC_PREFIX", "notifications."),
-        help="prefix of the relay topic shown in `topic` (env TOPIC_PREFIX; default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=env_int("MAX_BODY_BYTES", wire.MAX_BODY_BYTES),
-        help="bodies larger than this are rejected (env MAX_BODY_BYTES; default %(default)s)",
-    )
+    add_settings(parser, SETTINGS)
 
 
 def inspect_lines(source: BinaryIO, sink: BinaryIO, *, topic_prefix: str = "notifications.",

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, add_amqp_args, env, env_int
+from pipeline.config import AMQP, ConfigError, Group, Setting, add_settings
 
 from . import stages
 from .procs import Names, Proc, count_records, delete_queues, delete_topics, start_bridge, start_worker
@@ -52,31 +52,32 @@ TARGETS = {
 }
 
 
+SETTINGS: tuple[Group, ...] = (
+    Group("benchmark", (
+        Setting("--events", "BENCH_EVENTS", "records for the rate stages", 50_000, int),
+        Setting("--nodes", None, "fleet size for those records", 1000, int),
+        Setting("--images", None, "Glance images in that fleet", 100, int),
+        Setting("--oslo-events", None, "events published through oslo.messaging's driver to time it", 3000, int),
+        Setting("--e2e-rate", None, "offered load of the latency stage, events/s", 1000.0, float),
+        Setting("--e2e-seconds", None, "length of the latency stage, s", 30.0, float),
+        Setting("--rss-nodes", None, "fleet size of the worker memory stage", 100_000, int),
+        Setting("--core-seconds", None, "length of the pure-core stage, s", 3.0, float),
+        Setting("--partitions", None, "partitions of the bench's topics", 6, int),
+        Setting("--seed", None, "the simulator's seed for the records", 0, int),
+        Setting("--profile", None, "run bridge and worker under cProfile and print their hottest functions "
+                "(slows them: the rates of such a run are not the figures)", False, kind="switch"),
+        Setting("--bridge-args", None, "extra flags for the bridge, e.g. '--amqp-prefetch 5000' (to try settings)",
+                "", metavar="'ARGS'", shown_default="none"),
+        Setting("--worker-args", None, "extra flags for the worker", "", metavar="'ARGS'", shown_default="none"),
+        Setting("--report", "BENCH_REPORT", "JSON report", Path(".bench/report.json"), Path),
+        Setting("--kafka-bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "the Kafka to measure", "127.0.0.1:9092"),
+    )),
+    AMQP,
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--events", type=int, default=env_int("BENCH_EVENTS", 50_000),
-                        help="records for the rate stages (env BENCH_EVENTS; default %(default)s)")
-    parser.add_argument("--nodes", type=int, default=1000, help="fleet size for those records (default %(default)s)")
-    parser.add_argument("--images", type=int, default=100, help="Glance images in that fleet (default %(default)s)")
-    parser.add_argument("--oslo-events", type=int, default=3000,
-                        help="events published through oslo.messaging's driver to time it (default %(default)s)")
-    parser.add_argument("--e2e-rate", type=float, default=1000.0, help="offered load of the latency stage, events/s")
-    parser.add_argument("--e2e-seconds", type=float, default=30.0, help="length of the latency stage (default %(default)s)")
-    parser.add_argument("--rss-nodes", type=int, default=100_000,
-                        help="fleet size of the worker memory stage (default %(default)s)")
-    parser.add_argument("--core-seconds", type=float, default=3.0)
-    parser.add_argument("--partitions", type=int, default=6, help="partitions of the bench's topics")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", action="store_true",
-                        help="run bridge and worker under cProfile and print their hottest functions "
-                             "(slows them: the rates of such a run are not the figures)")
-    parser.add_argument("--bridge-args", default="", metavar="'ARGS'",
-                        help="extra flags for the bridge, e.g. '--amqp-prefetch 5000' (to try settings)")
-    parser.add_argument("--worker-args", default="", metavar="'ARGS'", help="extra flags for the worker")
-    parser.add_argument("--report", type=Path, default=Path(env("BENCH_REPORT", ".bench/report.json")),
-                        help="JSON report (env BENCH_REPORT; default %(default)s)")
-    parser.add_argument("--kafka-bootstrap-servers", default=env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                        help="(env KAFKA_BOOTSTRAP_SERVERS; default %(default)s)")
-    add_amqp_args(parser)
+    add_settings(parser, SETTINGS)
 
 
 def say(text: str) -> None:

@@ -8,13 +8,14 @@ import sys
 
 from pipeline import codec, preflight
 from pipeline.config import (
+    AMQP,
+    KAFKA,
+    VALUE_FORMAT,
     ConfigError,
-    add_amqp_args,
-    add_kafka_args,
-    add_value_format_arg,
+    Group,
+    Setting,
+    add_settings,
     amqp_connect_kwargs,
-    env,
-    env_int,
     kafka_client_kwargs,
 )
 
@@ -31,99 +32,79 @@ from .sources import (
     parse_binding,
 )
 
-DEFAULT_BINDINGS = "ironic:ironic_versioned_notifications.*,glance:notifications.*"
+DEFAULT_BINDINGS = ("ironic:ironic_versioned_notifications.*", "glance:notifications.*")
 
 
-def env_bool(name: str, default: bool) -> bool:
-    raw = env(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
+SETTINGS: tuple[Group, ...] = (
+    Group("relay", (
+        Setting("--source", "BRIDGE_SOURCE",
+                "amqp (the bridge's queue on RabbitMQ), file:PATH or - (JSON lines: bodies or capture objects), "
+                "oslo-kafka:TOPIC[,TOPIC] (oslo.messaging's Kafka driver topics TOPIC.<priority>)", "amqp"),
+        Setting("--min-priority", "MIN_PRIORITY",
+                "relay only notifications at this priority or above, like Ironic's notification_level "
+                "(debug < info < warning < error < critical; audit and sample rank as info); the others are "
+                "acked and counted", "debug", choices=MIN_PRIORITIES),
+        VALUE_FORMAT,
+    )),
+    KAFKA,
+    Group("Kafka producer and topics", (
+        Setting("--topic-replication-factor", "TOPIC_REPLICATION_FACTOR",
+                "replication factor of topics the bridge creates", 1, int),
+        Setting("--precreate-topics", "BRIDGE_PRECREATE_TOPICS",
+                "create the relay topic of every catalog family and the dead-letter topic at start; other "
+                "families' topics are created on first sight", True, kind="toggle"),
+        Setting("--kafka-compression", "KAFKA_COMPRESSION",
+                "producer batch compression; gzip costs about a fifth of the relay rate here (aiokafka compresses "
+                "at level 9 on the event loop); lz4, zstd and snappy need the cramjam package", "none",
+                choices=tuple(sink_mod.COMPRESSIONS)),
+        Setting("--kafka-linger-ms", "KAFKA_LINGER_MS", "how long the producer waits to fill a batch, ms", 10, int),
+        Setting("--kafka-max-batch-bytes", "KAFKA_MAX_BATCH_BYTES", "producer batch size per partition",
+                512 * 1024, int),
+        Setting("--kafka-max-request-bytes", "KAFKA_MAX_REQUEST_BYTES",
+                "largest produce request, so the largest record; bigger bodies are dead-lettered", 1024 * 1024, int),
+    )),
+    AMQP,
+    Group("RabbitMQ queue", (
+        Setting("--amqp-queue", "AMQP_QUEUE",
+                "the bridge's own queue, so it never takes messages from the shared queues Ceilometer and "
+                "others read", "kafka-bridge"),
+        Setting("--amqp-binding", "AMQP_BINDINGS", "bind the queue on this topic exchange and routing key; repeatable",
+                list(DEFAULT_BINDINGS), kind="list", metavar="EXCHANGE:ROUTING_KEY"),
+        Setting("--amqp-exchange-durable", "AMQP_EXCHANGE_DURABLE",
+                "declare the exchanges durable: must match oslo's amqp_durable_queues / rabbit_quorum_queue or "
+                "RabbitMQ refuses", False, kind="toggle"),
+        Setting("--amqp-queue-durable", "AMQP_QUEUE_DURABLE",
+                "the bridge's queue survives a broker restart; RabbitMQ 4.3 refuses transient non-exclusive "
+                "queues by default", True, kind="toggle"),
+        Setting("--amqp-queue-type", "AMQP_QUEUE_TYPE", "x-queue-type of the bridge's queue; quorum implies durable",
+                "classic", choices=("classic", "quorum")),
+        Setting("--amqp-passive", "AMQP_PASSIVE", "declare nothing: the queue and its bindings exist already",
+                False, kind="toggle"),
+        Setting("--amqp-prefetch", "AMQP_PREFETCH",
+                "unacked deliveries RabbitMQ sends at most; bounds the bridge's memory", 1000, int),
+    )),
+    Group("oslo Kafka source", (
+        Setting("--oslo-kafka-group", "OSLO_KAFKA_GROUP", "consumer group on oslo's Kafka topics", "kafka-bridge"),
+        Setting("--oslo-kafka-bootstrap-servers", "OSLO_KAFKA_BOOTSTRAP_SERVERS",
+                "Kafka that oslo.messaging writes to, when not the target Kafka",
+                shown_default="--kafka-bootstrap-servers"),
+    )),
+    Group("running", (
+        Setting("--max-in-flight", "BRIDGE_MAX_IN_FLIGHT",
+                "deliveries awaiting Kafka's ack at most, for file and oslo-kafka sources (AMQP uses "
+                "--amqp-prefetch)", 1000, int),
+        Setting("--shutdown-timeout", "BRIDGE_SHUTDOWN_TIMEOUT",
+                "seconds SIGTERM waits for in-flight records before closing; the rest are redelivered later",
+                10.0, float),
+        Setting("--metrics-port", "BRIDGE_METRICS_PORT", "Prometheus /metrics port, 0 disables", 9108, int),
+        Setting("--metrics-addr", "BRIDGE_METRICS_ADDR", "address /metrics listens on", "127.0.0.1"),
+        Setting("--log-level", "LOG_LEVEL", "log level", "info", choices=("debug", "info", "warning", "error")),
+    )),
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source", default=env("BRIDGE_SOURCE", "amqp"),
-        help="amqp (the bridge's queue on RabbitMQ), file:PATH or - (JSON lines: bodies or capture "
-             "objects), oslo-kafka:TOPIC[,TOPIC] (oslo.messaging's Kafka driver topics "
-             "TOPIC.<priority>) (env BRIDGE_SOURCE; default %(default)s)")
-    parser.add_argument(
-        "--min-priority", choices=MIN_PRIORITIES, default=env("MIN_PRIORITY", "debug"),
-        help="relay only notifications at this priority or above, like Ironic's notification_level "
-             "(debug < info < warning < error < critical; audit and sample rank as info); the others "
-             "are acked and counted (env MIN_PRIORITY; default %(default)s)")
-    add_value_format_arg(parser)
-    add_kafka_args(parser)
-    k = parser.add_argument_group("Kafka producer and topics")
-    k.add_argument("--topic-replication-factor", type=int, default=env_int("TOPIC_REPLICATION_FACTOR", 1),
-                   help="replication factor of topics the bridge creates (env TOPIC_REPLICATION_FACTOR; "
-                        "default %(default)s)")
-    k.add_argument("--precreate-topics", action=argparse.BooleanOptionalAction,
-                   default=env_bool("BRIDGE_PRECREATE_TOPICS", True),
-                   help="create the relay topic of every catalog family and the dead-letter topic at start; "
-                        "other families' topics are created on first sight (env BRIDGE_PRECREATE_TOPICS; "
-                        "default %(default)s)")
-    k.add_argument("--kafka-compression", choices=tuple(sink_mod.COMPRESSIONS),
-                   default=env("KAFKA_COMPRESSION", "none"),
-                   help="producer batch compression; gzip costs about a fifth of the relay rate here (aiokafka "
-                        "compresses at level 9 on the event loop); lz4, zstd and snappy need the cramjam package "
-                        "(env KAFKA_COMPRESSION; default %(default)s)")
-    k.add_argument("--kafka-linger-ms", type=int, default=env_int("KAFKA_LINGER_MS", 10),
-                   help="how long the producer waits to fill a batch (env KAFKA_LINGER_MS; default %(default)s)")
-    k.add_argument("--kafka-max-batch-bytes", type=int, default=env_int("KAFKA_MAX_BATCH_BYTES", 512 * 1024),
-                   help="producer batch size per partition (env KAFKA_MAX_BATCH_BYTES; default %(default)s)")
-    k.add_argument("--kafka-max-request-bytes", type=int, default=env_int("KAFKA_MAX_REQUEST_BYTES", 1024 * 1024),
-                   help="largest produce request, so the largest record; bigger bodies are dead-lettered "
-                        "(env KAFKA_MAX_REQUEST_BYTES; default %(default)s)")
-    add_amqp_args(parser)
-    a = parser.add_argument_group("RabbitMQ queue")
-    a.add_argument("--amqp-queue", default=env("AMQP_QUEUE", "kafka-bridge"),
-                   help="the bridge's own queue, so it never takes messages from the shared queues "
-                        "Ceilometer and others read (env AMQP_QUEUE; default %(default)s)")
-    a.add_argument("--amqp-binding", action="append", metavar="EXCHANGE:ROUTING_KEY",
-                   help="bind the queue on this topic exchange and routing key; repeatable "
-                        f"(env AMQP_BINDINGS, comma-separated; default {DEFAULT_BINDINGS})")
-    a.add_argument("--amqp-exchange-durable", action=argparse.BooleanOptionalAction,
-                   default=env_bool("AMQP_EXCHANGE_DURABLE", False),
-                   help="declare the exchanges durable: must match oslo's amqp_durable_queues / "
-                        "rabbit_quorum_queue or RabbitMQ refuses (env AMQP_EXCHANGE_DURABLE; default %(default)s)")
-    a.add_argument("--amqp-queue-durable", action=argparse.BooleanOptionalAction,
-                   default=env_bool("AMQP_QUEUE_DURABLE", True),
-                   help="the bridge's queue survives a broker restart; RabbitMQ 4.3 refuses transient "
-                        "non-exclusive queues by default (env AMQP_QUEUE_DURABLE; default %(default)s)")
-    a.add_argument("--amqp-queue-type", choices=("classic", "quorum"), default=env("AMQP_QUEUE_TYPE", "classic"),
-                   help="x-queue-type of the bridge's queue; quorum implies durable "
-                        "(env AMQP_QUEUE_TYPE; default %(default)s)")
-    a.add_argument("--amqp-passive", action=argparse.BooleanOptionalAction, default=env_bool("AMQP_PASSIVE", False),
-                   help="declare nothing: the queue and its bindings exist already (env AMQP_PASSIVE; "
-                        "default %(default)s)")
-    a.add_argument("--amqp-prefetch", type=int, default=env_int("AMQP_PREFETCH", 1000),
-                   help="unacked deliveries RabbitMQ sends at most; bounds the bridge's memory "
-                        "(env AMQP_PREFETCH; default %(default)s)")
-    o = parser.add_argument_group("oslo Kafka source")
-    o.add_argument("--oslo-kafka-group", default=env("OSLO_KAFKA_GROUP", "kafka-bridge"),
-                   help="consumer group on oslo's Kafka topics (env OSLO_KAFKA_GROUP; default %(default)s)")
-    o.add_argument("--oslo-kafka-bootstrap-servers", default=env("OSLO_KAFKA_BOOTSTRAP_SERVERS"),
-                   help="Kafka that oslo.messaging writes to, when not the target Kafka "
-                        "(env OSLO_KAFKA_BOOTSTRAP_SERVERS; default: --kafka-bootstrap-servers)")
-    r = parser.add_argument_group("running")
-    r.add_argument("--max-in-flight", type=int, default=env_int("BRIDGE_MAX_IN_FLIGHT", 1000),
-                   help="deliveries awaiting Kafka's ack at most, for file and oslo-kafka sources "
-                        "(AMQP uses --amqp-prefetch) (env BRIDGE_MAX_IN_FLIGHT; default %(default)s)")
-    r.add_argument("--shutdown-timeout", type=float, default=float(env("BRIDGE_SHUTDOWN_TIMEOUT", "10") or 10),
-                   help="seconds SIGTERM waits for in-flight records before closing; the rest are "
-                        "redelivered later (env BRIDGE_SHUTDOWN_TIMEOUT; default %(default)s)")
-    r.add_argument("--metrics-port", type=int, default=env_int("BRIDGE_METRICS_PORT", 9108),
-                   help="Prometheus /metrics port, 0 disables (env BRIDGE_METRICS_PORT; default %(default)s)")
-    r.add_argument("--metrics-addr", default=env("BRIDGE_METRICS_ADDR", "127.0.0.1"),
-                   help="address /metrics listens on (env BRIDGE_METRICS_ADDR; default %(default)s)")
-    r.add_argument("--log-level", default=env("LOG_LEVEL", "info"),
-                   choices=("debug", "info", "warning", "error"), help="(env LOG_LEVEL; default %(default)s)")
+    add_settings(parser, SETTINGS)
 
 
 def _positive(name: str, value: int | float) -> None:
@@ -172,8 +153,7 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
 def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Source:
     spec = args.source
     if spec == "amqp":
-        raw = args.amqp_binding or [b for b in (env("AMQP_BINDINGS", DEFAULT_BINDINGS) or "").split(",") if b.strip()]
-        bindings = tuple(parse_binding(b.strip()) for b in raw)
+        bindings = tuple(parse_binding(b.strip()) for b in args.amqp_binding if b.strip())
         if not bindings and not args.amqp_passive:
             raise ConfigError("no AMQP bindings: give --amqp-binding EXCHANGE:ROUTING_KEY or AMQP_BINDINGS")
         if not args.amqp_queue:

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import (
+    AMQP,
+    KAFKA,
+    VALUE_FORMAT,
     ConfigError,
-    add_amqp_args,
-    add_kafka_args,
-    add_value_format_arg,
-    env,
+    Group,
+    Setting,
+    add_settings,
     kafka_client_kwargs,
 )
 
@@ -41,44 +43,49 @@ from .model import Event
 OUTPUTS = ("rabbit", "kafka", "stdout")
 
 
+SETTINGS: tuple[Group, ...] = (
+    Group("fleet", (
+        Setting("--nodes", None, "bare-metal nodes", 1000, int),
+        Setting("--images", None, "Glance images", 100, int),
+        Setting("--seed", None, "the same seed gives the same fleet and events", 0, int),
+        Setting("--think", None, "mean simulated idle time between a node's operations, s", 1800.0, float,
+                metavar="SECONDS"),
+        Setting("--start", None, "simulated start, UTC, e.g. '2026-11-22 00:00:00'", metavar="TIME", shown_default="now"),
+    )),
+    Group("pace and length", (
+        Setting("--rate", None, "events per wall second, 0 = as fast as possible", 500.0, float),
+        Setting("--clock-speed", None, "pace by simulated time instead: S simulated seconds per wall second",
+                type=float, metavar="S", shown_default="off"),
+        Setting("--duration", None, "wall seconds of traffic before the fleet winds down", type=float,
+                metavar="SECONDS", shown_default="until --events or Ctrl-C"),
+        Setting("--events", None, "events before the fleet winds down", type=int, shown_default="no limit"),
+        Setting("--sweep", None, "the closing sweep that moves event time past every deadline", True, kind="toggle"),
+    )),
+    Group("faults (recorded in the ground truth)", (
+        Setting("--loss", None, "fraction of terminal (.end/.error) events dropped", 0.0, float),
+        Setting("--duplicates", None, "fraction of events sent twice, same message_id", 0.0, float),
+        Setting("--reorder", None, "events may move up to WINDOW places later", 0, int, metavar="WINDOW"),
+        Setting("--truth", None, "write the ground truth per operation (JSON)", type=Path, metavar="FILE"),
+    )),
+    Group("output", (
+        Setting("--output", "SIMULATE_OUTPUT",
+                "rabbit: oslo.messaging into RabbitMQ (the real path); kafka: straight to the relay topics; "
+                "stdout: JSON lines", "rabbit", choices=OUTPUTS),
+        Setting("--capture", None, "stdout: write capture objects {exchange, routing_key, body} instead of bare bodies",
+                False, kind="switch"),
+        Setting("--ironic-topic", "IRONIC_TOPIC", "Ironic's versioned_notifications_topics",
+                "ironic_versioned_notifications"),
+        Setting("--glance-topic", "GLANCE_TOPIC", "Glance's [oslo_messaging_notifications] topics", "notifications"),
+        Setting("--quiet", None, "no progress lines, only the summary", False, kind="switch"),
+        VALUE_FORMAT,
+    )),
+    AMQP,
+    KAFKA,
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    f = parser.add_argument_group("fleet")
-    f.add_argument("--nodes", type=int, default=1000, help="bare-metal nodes (default %(default)s)")
-    f.add_argument("--images", type=int, default=100, help="Glance images (default %(default)s)")
-    f.add_argument("--seed", type=int, default=0, help="the same seed gives the same fleet and events (default %(default)s)")
-    f.add_argument("--think", type=float, default=1800.0, metavar="SECONDS",
-                   help="mean simulated idle time between a node's operations (default %(default)s)")
-    f.add_argument("--start", default=None, metavar="TIME",
-                   help="simulated start, UTC, e.g. '2026-11-22 00:00:00' (default: now)")
-    p = parser.add_argument_group("pace and length")
-    p.add_argument("--rate", type=float, default=500.0,
-                   help="events per wall second, 0 = as fast as possible (default %(default)s)")
-    p.add_argument("--clock-speed", type=float, default=None, metavar="S",
-                   help="pace by simulated time instead: S simulated seconds per wall second")
-    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                   help="wall seconds of traffic before the fleet winds down (default: until --events or Ctrl-C)")
-    p.add_argument("--events", type=int, default=None, help="events before the fleet winds down")
-    p.add_argument("--no-sweep", dest="sweep", action="store_false",
-                   help="skip the closing sweep that moves event time past every deadline")
-    x = parser.add_argument_group("faults (recorded in the ground truth)")
-    x.add_argument("--loss", type=float, default=0.0, help="fraction of terminal (.end/.error) events dropped")
-    x.add_argument("--duplicates", type=float, default=0.0, help="fraction of events sent twice, same message_id")
-    x.add_argument("--reorder", type=int, default=0, metavar="WINDOW", help="events may move up to WINDOW places later")
-    x.add_argument("--truth", type=Path, default=None, metavar="FILE", help="write the ground truth per operation (JSON)")
-    o = parser.add_argument_group("output")
-    o.add_argument("--output", choices=OUTPUTS, default=env("SIMULATE_OUTPUT", "rabbit"),
-                   help="rabbit: oslo.messaging into RabbitMQ (the real path); kafka: straight to the relay "
-                        "topics; stdout: JSON lines (env SIMULATE_OUTPUT; default %(default)s)")
-    o.add_argument("--capture", action="store_true",
-                   help="stdout: write capture objects {exchange, routing_key, body} instead of bare bodies")
-    o.add_argument("--ironic-topic", default=env("IRONIC_TOPIC", "ironic_versioned_notifications"),
-                   help="Ironic's versioned_notifications_topics (env IRONIC_TOPIC; default %(default)s)")
-    o.add_argument("--glance-topic", default=env("GLANCE_TOPIC", "notifications"),
-                   help="Glance's [oslo_messaging_notifications] topics (env GLANCE_TOPIC; default %(default)s)")
-    o.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
-    add_amqp_args(parser)
-    add_kafka_args(parser)
-    add_value_format_arg(parser)
+    add_settings(parser, SETTINGS)
 
 
 def _start_time(text: str | None) -> datetime:

@@ -24,6 +24,8 @@ from typing import Any
 
 import faust
 
+from ..config import default_of
+from .command import SETTINGS
 from .models import Settings
 from .topics import Topics
 
@@ -34,31 +36,37 @@ log = logging.getLogger("pipeline.worker")
 COUNTS = ("started", "ended", "errors", "missing", "late", "orphaned", "superseded")
 
 
+def _default(flag: str) -> Any:
+    return default_of(SETTINGS, flag)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
+    """What `pipeline worker` runs with; the defaults are the flags' (streams/command.py)."""
+
     machine: Settings = field(default_factory=Settings)
-    app_id: str = "pipeline-worker"
-    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    app_id: str = _default("--app-id")
+    bootstrap_servers: tuple[str, ...] = tuple(_default("--kafka-bootstrap-servers").split(","))
     kafka: Mapping[str, Any] = field(default_factory=dict)  # config.kafka_client_kwargs: TLS/SASL
-    topic_prefix: str = "notifications."
-    output_prefix: str = "pipeline."
-    partitions: int = 6
-    replication: int = 1
-    value_format: str = "avro"
-    store: str = "memory://"
-    data_dir: str = "/tmp/pipeline-worker"
-    web_enabled: bool = True
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    web_bind: str = "127.0.0.1"
-    lateness_s: float = 60.0  # the watermark trails the newest event time by this much
-    replay_guard_s: float = 30.0  # how far back (before its newest record) an output partition is re-read on assignment
-    rocksdb_cache_mb: int = 64  # block cache per partition database
+    topic_prefix: str = _default("--topic-prefix")
+    output_prefix: str = _default("--output-prefix")
+    partitions: int = _default("--topic-partitions")
+    replication: int = _default("--replication")
+    value_format: str = _default("--value-format")
+    store: str = _default("--store")
+    data_dir: str = _default("--data-dir")
+    web_enabled: bool = not _default("--no-web")
+    web_host: str = _default("--web-host")
+    web_port: int = _default("--web-port")
+    web_bind: str = _default("--web-bind")
+    lateness_s: float = _default("--lateness")  # the watermark trails the newest event time by this much
+    replay_guard_s: float = _default("--replay-guard")  # how far back an output partition is re-read on assignment
+    rocksdb_cache_mb: int = _default("--rocksdb-cache-mb")  # block cache per partition database
     rocksdb_write_buffer_mb: int = 16
-    session_timeout_s: float = 30.0  # a worker that died without leaving is replaced after this
+    session_timeout_s: float = _default("--session-timeout")  # a worker that died without leaving is replaced after this
     group_instance_id: str | None = None  # static membership: a restart takes its place at once
-    stop_after: int = 0  # exit once this many relay records were read (benchmarks); 0 = never
-    loglevel: str = "warning"
+    stop_after: int = _default("--stop-after")  # exit once this many relay records were read (benchmarks); 0 = never
+    loglevel: str = _default("--loglevel")
 
     def client_kwargs(self) -> dict[str, Any]:
         """aiokafka client arguments (admin, the replay guard's consumer)."""

@@ -11,7 +11,7 @@ import time
 import orjson
 
 from .. import catalog
-from ..config import ConfigError, add_kafka_args, add_value_format_arg, env, env_float, env_int, kafka_client_kwargs
+from ..config import KAFKA, VALUE_FORMAT, ConfigError, Group, Setting, add_settings, kafka_client_kwargs
 from .models import Settings
 
 __all__ = ["configure", "run", "settings_from_args"]
@@ -34,72 +34,66 @@ def parse_deadlines(items: list[str]) -> dict[str, float]:
     return out
 
 
+SETTINGS: tuple[Group, ...] = (
+    KAFKA,
+    Group("worker", (
+        VALUE_FORMAT,
+        Setting("--app-id", "WORKER_APP_ID", "faust app id: consumer group and table changelog prefix",
+                "pipeline-worker"),
+        Setting("--output-prefix", "OUTPUT_TOPIC_PREFIX", "prefix of the output topics operations, node-state, alerts",
+                "pipeline."),
+        Setting("--replication", "TOPIC_REPLICATION_FACTOR", "replication factor of topics the worker creates", 1, int),
+        Setting("--store", "WORKER_STORE", "table store: rocksdb:// (production) or memory:// (tests)", "rocksdb://"),
+        Setting("--data-dir", "WORKER_DATA_DIR", "directory of the RocksDB tables", ".worker-data"),
+        Setting("--rocksdb-cache-mb", "WORKER_ROCKSDB_CACHE_MB", "RocksDB block cache per table partition, MiB", 64, int),
+        Setting("--session-timeout", "WORKER_SESSION_TIMEOUT",
+                "a worker that died without leaving its group is replaced after this, s", 30.0, float),
+        Setting("--group-instance-id", "WORKER_GROUP_INSTANCE_ID",
+                "static group membership (e.g. the StatefulSet pod name): a restarted worker takes its partitions "
+                "back at once, without waiting for the session timeout"),
+        Setting("--web-host", "WORKER_WEB_HOST", "host name other workers reach this one's web views at", "127.0.0.1"),
+        Setting("--web-port", "WORKER_WEB_PORT", "web views port", 6066, int),
+        Setting("--web-bind", "WORKER_WEB_BIND", "address the web server binds", "127.0.0.1"),
+        Setting("--no-web", "WORKER_WEB_ENABLED", "no web server (WORKER_WEB_ENABLED=0)", False, kind="switch",
+                from_env=lambda raw: raw.strip() == "0", shown_default="web on"),
+    )),
+    Group("watchdog (event time)", (
+        Setting("--deadline", "DEADLINES",
+                "deadline of an operation's end, overriding the catalog's; repeatable (the variable: comma-separated)",
+                kind="list", metavar="OPERATION=SECONDS", shown_default="the catalog's"),
+        Setting("--default-deadline", "DEFAULT_DEADLINE", "deadline of operations the catalog has none for, s",
+                catalog.DEFAULT_DEADLINE_S, float),
+        Setting("--stuck-after", "STUCK_AFTER",
+                "a node in a transitional provision state longer than this raises stuck_state, s", 3600.0, float),
+        Setting("--orphan-grace", "ORPHAN_GRACE", "how long an end waits for its start before orphan_end, s",
+                300.0, float),
+        Setting("--lateness", "WATERMARK_LATENESS", "the watermark trails the newest event time of a partition by this, s",
+                60.0, float),
+        Setting("--late-horizon", "LATE_HORIZON", "after missing_end, how long a late end is still paired, s",
+                86400.0, float),
+        Setting("--dedup-window", "DEDUP_WINDOW", "message ids remembered per resource, s of event time", 3600.0, float),
+        Setting("--dedup-max-ids", "DEDUP_MAX_IDS", "... and at most this many per resource", 32, int),
+        Setting("--replay-guard", "REPLAY_GUARD",
+                "on assignment, re-read this much (s before the newest record) of each output partition so a replay "
+                "does not publish twice; 0 = off", 30.0, float),
+    )),
+    Group("running", (
+        Setting("--stop-after", "WORKER_STOP_AFTER",
+                "exit after reading this many relay records and print a JSON summary (benchmarks; 0 = never)", 0, int),
+        Setting("--loglevel", "WORKER_LOGLEVEL", "log level", "warning", choices=("debug", "info", "warning", "error")),
+    )),
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_kafka_args(parser)
-    add_value_format_arg(parser)
-    g = parser.add_argument_group("worker")
-    g.add_argument("--app-id", default=env("WORKER_APP_ID", "pipeline-worker"),
-                   help="faust app id: consumer group and table changelog prefix (env WORKER_APP_ID; default %(default)s)")
-    g.add_argument("--output-prefix", default=env("OUTPUT_TOPIC_PREFIX", "pipeline."),
-                   help="prefix of the output topics operations, node-state, alerts (env OUTPUT_TOPIC_PREFIX; default %(default)s)")
-    g.add_argument("--replication", type=int, default=env_int("TOPIC_REPLICATION_FACTOR", 1),
-                   help="replication factor of topics the worker creates (env TOPIC_REPLICATION_FACTOR; default %(default)s)")
-    g.add_argument("--store", default=env("WORKER_STORE", "rocksdb://"),
-                   help="table store: rocksdb:// (production) or memory:// (tests) (env WORKER_STORE; default %(default)s)")
-    g.add_argument("--data-dir", default=env("WORKER_DATA_DIR", ".worker-data"),
-                   help="directory of the RocksDB tables (env WORKER_DATA_DIR; default %(default)s)")
-    g.add_argument("--rocksdb-cache-mb", type=int, default=env_int("WORKER_ROCKSDB_CACHE_MB", 64),
-                   help="RocksDB block cache per table partition, MiB (env WORKER_ROCKSDB_CACHE_MB; default %(default)s)")
-    g.add_argument("--session-timeout", type=float, default=env_float("WORKER_SESSION_TIMEOUT", 30.0),
-                   help="a worker that died without leaving its group is replaced after this, s "
-                        "(env WORKER_SESSION_TIMEOUT; default %(default)s)")
-    g.add_argument("--group-instance-id", default=env("WORKER_GROUP_INSTANCE_ID"),
-                   help="static group membership (e.g. the StatefulSet pod name): a restarted worker takes "
-                        "its partitions back at once, without waiting for the session timeout "
-                        "(env WORKER_GROUP_INSTANCE_ID; default none)")
-    g.add_argument("--web-host", default=env("WORKER_WEB_HOST", "127.0.0.1"),
-                   help="host name other workers reach this one's web views at (env WORKER_WEB_HOST; default %(default)s)")
-    g.add_argument("--web-port", type=int, default=env_int("WORKER_WEB_PORT", 6066),
-                   help="web views port (env WORKER_WEB_PORT; default %(default)s)")
-    g.add_argument("--web-bind", default=env("WORKER_WEB_BIND", "127.0.0.1"),
-                   help="address the web server binds (env WORKER_WEB_BIND; default %(default)s)")
-    g.add_argument("--no-web", action="store_true", default=env("WORKER_WEB_ENABLED", "1") == "0",
-                   help="no web server (env WORKER_WEB_ENABLED=0)")
-    t = parser.add_argument_group("watchdog (event time)")
-    t.add_argument("--deadline", action="append", default=[env("DEADLINES", "")], metavar="OPERATION=SECONDS",
-                   help="deadline of an operation's end, overriding the catalog's; repeatable "
-                        "(env DEADLINES, comma-separated)")
-    t.add_argument("--default-deadline", type=float, default=env_float("DEFAULT_DEADLINE", catalog.DEFAULT_DEADLINE_S),
-                   help="deadline of operations the catalog has none for, s (env DEFAULT_DEADLINE; default %(default)s)")
-    t.add_argument("--stuck-after", type=float, default=env_float("STUCK_AFTER", 3600.0),
-                   help="a node in a transitional provision state longer than this raises stuck_state, s "
-                        "(env STUCK_AFTER; default %(default)s)")
-    t.add_argument("--orphan-grace", type=float, default=env_float("ORPHAN_GRACE", 300.0),
-                   help="how long an end waits for its start before orphan_end, s (env ORPHAN_GRACE; default %(default)s)")
-    t.add_argument("--lateness", type=float, default=env_float("WATERMARK_LATENESS", 60.0),
-                   help="the watermark trails the newest event time of a partition by this, s "
-                        "(env WATERMARK_LATENESS; default %(default)s)")
-    t.add_argument("--late-horizon", type=float, default=env_float("LATE_HORIZON", 86400.0),
-                   help="after missing_end, how long a late end is still paired, s (env LATE_HORIZON; default %(default)s)")
-    t.add_argument("--dedup-window", type=float, default=env_float("DEDUP_WINDOW", 3600.0),
-                   help="message ids remembered per resource, s of event time (env DEDUP_WINDOW; default %(default)s)")
-    t.add_argument("--dedup-max-ids", type=int, default=env_int("DEDUP_MAX_IDS", 32),
-                   help="... and at most this many per resource (env DEDUP_MAX_IDS; default %(default)s)")
-    t.add_argument("--replay-guard", type=float, default=env_float("REPLAY_GUARD", 30.0),
-                   help="on assignment, re-read this much (s before the newest record) of each output partition "
-                        "so a replay does not publish twice; 0 = off (env REPLAY_GUARD; default %(default)s)")
-    b = parser.add_argument_group("benchmarks")
-    b.add_argument("--stop-after", type=int, default=env_int("WORKER_STOP_AFTER", 0),
-                   help="exit after reading this many relay records and print a JSON summary (0 = never)")
-    b.add_argument("--loglevel", default=env("WORKER_LOGLEVEL", "warning"),
-                   choices=("debug", "info", "warning", "error"), help="(env WORKER_LOGLEVEL; default %(default)s)")
+    add_settings(parser, SETTINGS)
 
 
 def settings_from_args(args: argparse.Namespace):
     from .app import WorkerSettings
 
     deadlines = dict(catalog.OPERATIONS)
-    deadlines.update(parse_deadlines([d for d in args.deadline if d]))
+    deadlines.update(parse_deadlines([d for d in args.deadline or () if d]))
     for name, value in (("--stuck-after", args.stuck_after), ("--orphan-grace", args.orphan_grace),
                         ("--late-horizon", args.late_horizon), ("--dedup-window", args.dedup_window),
                         ("--default-deadline", args.default_deadline)):

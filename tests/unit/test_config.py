@@ -13,8 +13,7 @@ from pipeline.config import ConfigError
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    config.add_kafka_args(parser)
-    config.add_amqp_args(parser)
+    config.add_settings(parser, (config.KAFKA, config.AMQP))
     return parser.parse_args(list(argv))
 
 
