@@ -8,7 +8,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from html.parser import HTMLParser
@@ -16,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from web_traffic import REPO, WorkerProcess, free_port, get, mixed_fleet, produce  # noqa: E402
+from tests.support.eventually import eventually
+from tests.support.ports import free_port
+from tests.support.web_traffic import REPO, WorkerProcess, get, mixed_fleet, produce
 
 pytestmark = pytest.mark.integration
 
@@ -100,16 +100,13 @@ def test_dashboard_shows_what_the_api_says(tmp_path: Path, unique: str) -> None:
     try:
         for w in workers:
             w.wait_ready()
-        deadline = time.monotonic() + 60
-        while not all(get(w.url + "/api/summary")[1].get("workers") == 2 for w in workers):
-            assert time.monotonic() < deadline, "the two workers never saw each other"
-            time.sleep(0.5)
+        eventually(lambda: all(get(w.url + "/api/summary")[1].get("workers") == 2 for w in workers), 60,
+                   "the two workers see each other", interval=0.5)
         fleet, _ = mixed_fleet(prefix, 200)
         asyncio.run(produce(fleet.records))
         url = workers[0].url
-        while get(url + "/api/summary")[1]["events"] < len(fleet.records):
-            assert time.monotonic() < deadline + 60, workers[0].log_tail()
-            time.sleep(0.5)
+        eventually(lambda: get(url + "/api/summary")[1]["events"] >= len(fleet.records), 60,
+                   "every record processed", interval=0.5, detail=workers[0].log_tail)
         time.sleep(2.5)  # past the scan cache, so the page and the API read the same scan
 
         dom = headless(tmp_path, "--dump-dom", url + "/?refresh=600")

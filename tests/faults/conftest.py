@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.faults import (
+    Broker,
+    Derived,
+    Pipeline,
+    account,
+    capture,
+    caught_up,
+    derived,
+)
 from tests.support.private_stack import PrivateStack
-
-from .harness import Broker, Derived, Pipeline, account, capture, caught_up, derived
 
 FIGURES: list[str] = []  # one line per scenario, printed at the end of the session
 

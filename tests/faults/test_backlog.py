@@ -8,8 +8,9 @@ import collections
 
 import pytest
 
+from tests.support.faults import Pipeline, caught_up, derived
+
 from .conftest import FIGURES
-from .harness import Pipeline, caught_up, derived
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -17,10 +17,10 @@ import aio_pika
 import pytest
 
 from pipeline import events, wire
+from tests.support.faults import Pipeline, header, read_topics, topics_starting
 
 from .conftest import FIGURES
 from .corpus.make_bad_input import enormous_cases, envelope, message
-from .harness import Pipeline, header, read_topics, topics_starting
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
+from tests.support.faults import RssSampler, publish_done, running, scenario
 from tests.support.oslo_rabbit import ready_in_queue
 
 from .conftest import FIGURES
-from .harness import RssSampler, publish_done, running, scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -10,8 +10,9 @@ import json
 
 import pytest
 
+from tests.support.faults import running, scenario, sigkill
+
 from .conftest import FIGURES
-from .harness import running, scenario, sigkill
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from tests.support.faults import Pipeline, caught_up, read_topics, topics_starting
 from tests.support.oslo_rabbit import OsloPublisher
+from tests.support.ports import free_port
 
 from .conftest import FIGURES
-from .harness import Pipeline, caught_up, read_topics, topics_starting
-from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -2,18 +2,17 @@
 into the real RabbitMQ; the bridge (a subprocess) relays into the real Kafka; read back with aiokafka."""
 from __future__ import annotations
 
-import asyncio
 import collections
 import os
-import sys
 import time
 from pathlib import Path
 
 import aio_pika
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bridge_support import (  # noqa: E402
+from pipeline import codec
+from pipeline.bridge.sink import java_partition
+from tests.support.bridge import (
     AMQP_URL,
     Bridge,
     bridge_args,
@@ -27,9 +26,6 @@ from bridge_support import (  # noqa: E402
     unique_bindings,
     unique_topics,
 )
-
-from pipeline import codec  # noqa: E402
-from pipeline.bridge.sink import java_partition  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

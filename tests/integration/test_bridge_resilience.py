@@ -9,15 +9,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bridge_support import (  # noqa: E402
+from pipeline import codec
+from tests.support.bridge import (
     ROOT,
     Bridge,
     bridge_args,
@@ -30,8 +29,7 @@ from bridge_support import (  # noqa: E402
     seq_of,
     unique_bindings,
 )
-
-from pipeline import codec  # noqa: E402
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -89,10 +87,7 @@ def test_sigkill_three_times_during_relay(tmp_path: Path, unique: str) -> None:
         publisher.join(300)
         assert publisher.error is None, publisher.error
         records = run(read_all(prefix, KILL_N, timeout=180))
-        deadline = time.monotonic() + 30
-        while run(queue_depth(queue)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert run(queue_depth(queue)) == 0
+        eventually(lambda: run(queue_depth(queue)) == 0, 30, f"queue {queue} drained", interval=0.5)
     finally:
         bridge.stop()
         run(cleanup_amqp(queue, unique))
@@ -207,10 +202,7 @@ def test_amqp_connection_lost_mid_relay(tmp_path: Path, unique: str) -> None:
         publisher.join(300)
         assert publisher.error is None, publisher.error
         records = run(read_all(prefix, n, timeout=120))
-        deadline = time.monotonic() + 30
-        while run(queue_depth(queue)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert run(queue_depth(queue)) == 0
+        eventually(lambda: run(queue_depth(queue)) == 0, 30, f"queue {queue} drained", interval=0.5)
         assert bridge.proc.poll() is None
     finally:
         bridge.stop()

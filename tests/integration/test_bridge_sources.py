@@ -2,10 +2,8 @@
 oslo.messaging's Kafka driver, a declaration RabbitMQ refuses, and the /metrics endpoint."""
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -17,9 +15,9 @@ from oslo_messaging._drivers import common as driver_common
 from oslo_serialization import jsonutils
 from oslo_utils import timeutils
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from bridge_support import (  # noqa: E402
+from pipeline import codec
+from pipeline.bridge.sink import java_partition
+from tests.support.bridge import (
     KAFKA,
     ROOT,
     Bridge,
@@ -31,10 +29,8 @@ from bridge_support import (  # noqa: E402
     run,
     unique_bindings,
 )
-from oslo_wire import publish  # noqa: E402
-
-from pipeline import codec  # noqa: E402
-from pipeline.bridge.sink import java_partition  # noqa: E402
+from tests.support.eventually import eventually
+from tests.support.oslo_wire import publish
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -173,11 +169,11 @@ def test_metrics_endpoint(tmp_path: Path, unique: str) -> None:
         bridge.wait_for_log("RabbitMQ connected")
         publish_mixed(20, unique)
         run(read_all(prefix, 20, timeout=60, settle_s=0.5))
-        text = ""
-        deadline = time.monotonic() + 10
-        while "bridge_relayed_total{" not in text and time.monotonic() < deadline:
+        def scraped() -> str:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            time.sleep(0.2)
+            return text if "bridge_relayed_total{" in text else ""
+
+        text = eventually(scraped, 10, "bridge_relayed_total on /metrics")
     finally:
         bridge.stop()
         run(cleanup_amqp(queue, unique))

@@ -21,8 +21,8 @@ from aiokafka.helpers import create_ssl_context
 
 from pipeline import codec
 from tests.support.oslo_rabbit import OsloPublisher, power_set_payload, wait_for_queue
-from tests.support.processes import spawn, stop
 from tests.support.ports import free_port
+from tests.support.processes import spawn, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 TLS = Path(os.environ.get("PIPELINE_STACK_DIR", ROOT / ".stack")) / "tls"

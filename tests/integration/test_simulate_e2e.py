@@ -13,7 +13,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from pipeline import codec
-from pipeline.bench.procs import Names, delete_queues, delete_topics, start_bridge, start_worker
+from pipeline.bench.procs import (
+    Names,
+    delete_queues,
+    delete_topics,
+    start_bridge,
+    start_worker,
+)
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -10,7 +10,6 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

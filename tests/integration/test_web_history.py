@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from web_traffic import WorkerProcess, free_port, get, mixed_fleet, produce
+from tests.support.eventually import eventually
+from tests.support.ports import free_port
+from tests.support.web_traffic import WorkerProcess, get, mixed_fleet, produce
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +27,11 @@ def figures(url: str) -> tuple[dict, list[str], int]:
 
 
 def settle(urls: list[str], want: tuple[dict, list[str]], workers: int, procs: list[WorkerProcess], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = [figures(u) for u in urls]
-            if all((ops, alerts, n) == (*want, workers) for ops, alerts, n in last):
-                return
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"figures did not settle: {last!r} != {want!r}\n" + "\n".join(p.log_tail(10) for p in procs))
+    def settled() -> bool:
+        return all((ops, alerts, n) == (*want, workers) for ops, alerts, n in (figures(u) for u in urls))
+
+    eventually(settled, timeout, f"every worker's figures are {want!r}", interval=0.5, ignore=(OSError, KeyError),
+               detail=lambda: "\n".join([repr([figures(u) for u in urls])] + [p.log_tail(10) for p in procs]))
 
 
 def test_stats_and_alerts_follow_partitions(tmp_path: Path, unique: str) -> None:
@@ -46,10 +42,8 @@ def test_stats_and_alerts_follow_partitions(tmp_path: Path, unique: str) -> None
         first.wait_ready()
         fleet, counts = mixed_fleet(prefix, 200)
         asyncio.run(produce(fleet.records))
-        deadline = time.monotonic() + 60
-        while get(first.url + "/api/summary")[1]["events"] < len(fleet.records):
-            assert time.monotonic() < deadline, first.log_tail()
-            time.sleep(0.5)
+        eventually(lambda: get(first.url + "/api/summary")[1]["events"] >= len(fleet.records), 60,
+                   "every record processed", interval=0.5, detail=first.log_tail)
         time.sleep(0.5)
         operations, alerts, _ = figures(first.url)
         power = operations["baremetal.node.power_set"]

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from web_traffic import WorkerProcess, free_port, get, mixed_fleet, produce
+from tests.support.eventually import eventually
+from tests.support.ports import free_port
+from tests.support.web_traffic import WorkerProcess, get, mixed_fleet, produce
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +27,8 @@ def test_metrics_parse_and_count_the_traffic(tmp_path: Path, unique: str) -> Non
         worker.wait_ready()
         fleet, counts = mixed_fleet(prefix, 200)
         asyncio.run(produce(fleet.records))
-        deadline = time.monotonic() + 60
-        while get(worker.url + "/api/summary")[1]["events"] < len(fleet.records):
-            assert time.monotonic() < deadline, worker.log_tail()
-            time.sleep(0.5)
+        eventually(lambda: get(worker.url + "/api/summary")[1]["events"] >= len(fleet.records), 60,
+                   "every record processed", interval=0.5, detail=worker.log_tail)
         # Gauges of table contents come from a table scan that serves WEB_SCAN_CACHE_S (2 s): read
         # /metrics until a scan taken after the last event answers, then assert on that answer.
         open_deploys = ("pipeline_open_operations", (("operation", "baremetal.node.provision_set"),))

@@ -16,7 +16,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from web_traffic import KAFKA, WorkerProcess, free_port, get, node_body, utc
+from tests.support.ports import free_port
+from tests.support.web_traffic import KAFKA, WorkerProcess, get, node_body, utc
 
 pytestmark = pytest.mark.integration
 

@@ -4,12 +4,14 @@ Kubernetes Secret is mounted); probes and `/metrics` stay open, and workers forw
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from web_traffic import WorkerProcess, free_port, get, mixed_fleet, produce
+
+from tests.support.eventually import eventually
+from tests.support.ports import free_port
+from tests.support.web_traffic import WorkerProcess, get, mixed_fleet, produce
 
 
 def _get_with(url: str, token: str) -> int:
@@ -35,9 +37,8 @@ def test_token_required_on_views_not_on_probes(tmp_path: Path, unique: str) -> N
         asyncio.run(produce(fleet.records))
         base = workers[0].url
         node = next(iter(fleet.nodes))
-        deadline = time.monotonic() + 60
-        while _get_with(f"{base}/api/nodes/{node}", token) != 200 and time.monotonic() < deadline:
-            time.sleep(0.3)
+        eventually(lambda: _get_with(f"{base}/api/nodes/{node}", token) == 200, 60, f"node {node} known",
+                   interval=0.3)
         for path in ("/", "/api/nodes", f"/api/nodes/{node}", "/api/alerts", "/api/operations/stats"):
             status, body, headers = get(base + path)
             assert status == 401, (path, status)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from pathlib import Path
 
 import pytest
 
-from web_traffic import Fleet, WorkerProcess, free_port, get, node_body, produce, utc
+from tests.support.eventually import eventually
+from tests.support.ports import free_port
+from tests.support.web_traffic import Fleet, WorkerProcess, get, node_body, produce, utc
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +31,8 @@ def workers(tmp_path: Path, unique: str):
 
 
 def wait_for(check, timeout: float, what: str, workers: list[WorkerProcess]) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last is True:
-                return
-        except OSError as exc:
-            last = exc
-        time.sleep(0.5)
-    logs = "\n".join(w.log_tail(15) for w in workers)
-    raise AssertionError(f"{what} not reached in {timeout}s (last: {last!r})\n{logs}")
+    eventually(check, timeout, what, interval=0.5, ignore=(OSError,),
+               detail=lambda: "\n".join(w.log_tail(15) for w in workers))
 
 
 def test_every_node_from_either_worker(workers) -> None:

@@ -10,9 +10,8 @@ import uuid
 
 import pytest
 
+import tests.support.worker as ws
 from pipeline.streams import scripted as s
-
-import worker_support as ws
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,9 @@ import uuid
 
 import pytest
 
+import tests.support.worker as ws
 from pipeline.streams import scripted as s
 from pipeline.streams.operations import output_id
-
-import worker_support as ws
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
+import tests.support.worker as ws
 from pipeline.streams import scripted as s
-
-import worker_support as ws
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -83,12 +83,8 @@ def test_sigkill_mid_stream_then_restart(tmp_path, store: str) -> None:
         a = ws.worker(names, tmp_path, "a", *common, "--group-instance-id", "a-0")
         procs.append(a)
         node_state_topic = names.topics("a").node_state
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            n = len(ws.read(node_state_topic))
-            if n > 0.4 * sum(1 for _ in bodies):
-                break
+        eventually(lambda: len(ws.read(node_state_topic)) > 0.4 * sum(1 for _ in bodies), 60,
+                   "the worker wrote 40 % of the node states", interval=0.5)
         time.sleep(0.7)  # mid-flight: between two commits, sends in the air
         assert ws.stop(a, signal.SIGKILL) == -signal.SIGKILL
         before = len(ws.read(names.topics("a").operations))

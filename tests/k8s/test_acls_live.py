@@ -35,6 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from k8s_render import ROOT, Obj, Rendered, render
+
+from tests.support.eventually import eventually
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -154,11 +156,11 @@ num.network.threads=2
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + 90
-        while "Kafka Server started" not in log.read_text():
+        def started() -> bool:
             assert process.poll() is None, f"the private Kafka exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the private Kafka did not start in 90 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
+            return "Kafka Server started" in log.read_text()
+
+        eventually(started, 90, "the private Kafka started", interval=0.5, detail=lambda: log.read_text()[-3000:])
         admin_bootstrap = f"127.0.0.1:{plain}"
         asyncio.run(create_topics(admin_bootstrap, rendered.of_kind("KafkaTopic")))
         result = subprocess.run(
@@ -240,11 +242,11 @@ def test_bridge_and_worker_do_their_job_with_their_acls(broker: Broker, tmp_path
         process = subprocess.Popen([*PIPELINE, "worker"], env=worker_env, stdout=out, stderr=subprocess.STDOUT,
                                    cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while get(f"http://127.0.0.1:{web}/readyz") != 200:
+        def ready() -> bool:
             assert process.poll() is None, f"the worker exited:\n{worker_log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"the worker was not ready in 90 s:\n{worker_log.read_text()[-3000:]}"
-            time.sleep(0.5)
+            return get(f"http://127.0.0.1:{web}/readyz") == 200
+
+        eventually(ready, 90, "the worker ready", interval=0.5, detail=lambda: worker_log.read_text()[-3000:])
 
         bridge_env = pipeline_env(broker, "pipeline-bridge", tmp_path)
         bridge_env["BRIDGE_METRICS_PORT"] = "0"
@@ -263,15 +265,14 @@ def test_bridge_and_worker_do_their_job_with_their_acls(broker: Broker, tmp_path
         relayed = asyncio.run(end_offsets(broker.admin_bootstrap, topics["relay"], partitions))
         assert sum(relayed.values()) == lines
 
-        deadline = time.monotonic() + 90
-        while True:
+        def outputs_written() -> dict:
             outputs = asyncio.run(end_offsets(broker.admin_bootstrap, topics["outputs"], partitions))
-            # this clean traffic finishes every operation: alerts may rightly stay empty
-            if all(n for topic, n in outputs.items() if not topic.endswith("alerts")):
-                break
             assert process.poll() is None, f"the worker exited:\n{worker_log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no output in 90 s: {outputs}\n{worker_log.read_text()[-3000:]}"
-            time.sleep(1)
+            # this clean traffic finishes every operation: alerts may rightly stay empty
+            return outputs if all(n for topic, n in outputs.items() if not topic.endswith("alerts")) else {}
+
+        eventually(outputs_written, 90, "every output topic but alerts written", interval=1,
+                   detail=lambda: worker_log.read_text()[-3000:])
     finally:
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)

@@ -11,12 +11,6 @@ from pathlib import Path
 import faust
 import kubernetes_validate
 import pytest
-
-import pipeline
-from pipeline import catalog
-from pipeline.bridge.relay import catalog_topics
-from pipeline.streams.topics import Topics
-
 from k8s_render import (
     KUBERNETES_VERSIONS,
     OVERLAYS,
@@ -27,6 +21,11 @@ from k8s_render import (
     render,
     strimzi_errors,
 )
+
+import pipeline
+from pipeline import catalog
+from pipeline.bridge.relay import catalog_topics
+from pipeline.streams.topics import Topics
 
 # docs/contracts.md, "Kafka topics": the families every deployment relays, at the least.
 DESIGN_FAMILIES = {

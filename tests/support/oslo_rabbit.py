@@ -79,9 +79,10 @@ def wait_for_queue(name: str, timeout: float = 30.0, url: str = "amqp://guest:gu
     """Block until the bridge has declared (and bound) its queue: messages published before that
     are dropped by the exchange, exactly as in production before the bridge's first start."""
     import asyncio
-    import time
 
     import aio_pika
+
+    from tests.support.eventually import eventually
 
     async def exists() -> bool:
         connection = await aio_pika.connect(url)
@@ -94,8 +95,4 @@ def wait_for_queue(name: str, timeout: float = 30.0, url: str = "amqp://guest:gu
         finally:
             await connection.close()
 
-    deadline = time.monotonic() + timeout
-    while not asyncio.run(exists()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"queue {name!r} was not declared within {timeout:.0f} s")
-        time.sleep(0.2)
+    eventually(lambda: asyncio.run(exists()), timeout, f"queue {name!r} declared by the bridge")

@@ -3,7 +3,6 @@
 records emitted: operations and alerts in full, node-state records where the test is about them."""
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 

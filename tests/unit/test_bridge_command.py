@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.bridge import command
-from pipeline.bridge.sources import AmqpSource, LinesSource, OsloKafkaSource, oslo_topic_pattern, parse_binding
+from pipeline.bridge.sources import (
+    AmqpSource,
+    LinesSource,
+    OsloKafkaSource,
+    oslo_topic_pattern,
+    parse_binding,
+)
 from pipeline.cli import build_parser
 from pipeline.config import ConfigError
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from aiokafka.partitioner import murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiokafka.partitioner import murmur2
 from pipeline.bridge.sink import java_partition, partitioner
 
 # Kafka's clients/src/test/java/org/apache/kafka/common/utils/UtilsTest.java (testMurmur2), the values

@@ -3,22 +3,28 @@ retries and dead letters. The Kafka side is an in-memory recorder (real brokers:
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, OutOfOrderSequenceNumber
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from oslo_wire import publish  # noqa: E402
-
-from pipeline import codec  # noqa: E402
-from pipeline.bridge import relay as relay_mod  # noqa: E402
-from pipeline.bridge import sink as sink_mod  # noqa: E402
-from pipeline.bridge.relay import BridgeSettings, Relay, catalog_topics, deadletter_topic, reason_class  # noqa: E402
-from pipeline.bridge.sink import SinkSettings  # noqa: E402
-from pipeline.bridge.sources import Delivery, _InOrder  # noqa: E402
+from pipeline import codec
+from pipeline.bridge import relay as relay_mod
+from pipeline.bridge import sink as sink_mod
+from pipeline.bridge.relay import (
+    BridgeSettings,
+    Relay,
+    catalog_topics,
+    deadletter_topic,
+    reason_class,
+)
+from pipeline.bridge.sink import SinkSettings
+from pipeline.bridge.sources import Delivery, _InOrder
+from tests.support.oslo_wire import publish
 
 NODE = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123"
 IMAGE = "6a3f0d1e-2b7c-4f3e-9d8a-5c1e7b2a9f40"

@@ -9,12 +9,9 @@ import uuid
 from pathlib import Path
 
 import orjson
-import pytest
 
 from pipeline import codec, events, inspect
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from oslo_wire import publish  # noqa: E402
+from tests.support.oslo_wire import publish
 
 REPO = Path(__file__).resolve().parents[2]
 RESEARCH = (REPO / "tests" / "fixtures" / "research_bodies.jsonl").read_bytes().splitlines()

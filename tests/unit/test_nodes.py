@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import uuid
 
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from pipeline.streams import nodes, scripted as s
+from pipeline.streams import nodes
+from pipeline.streams import scripted as s
 from pipeline.streams.models import micros
 
 

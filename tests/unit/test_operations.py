@@ -4,7 +4,9 @@ from __future__ import annotations
 import uuid
 
 from pipeline import catalog
-from pipeline.streams import dedup, operations as ops, scripted as s
+from pipeline.streams import dedup
+from pipeline.streams import operations as ops
+from pipeline.streams import scripted as s
 from pipeline.streams.models import SECOND, Expiry, Settings, micros
 
 POWER = "baremetal.node.power_set"

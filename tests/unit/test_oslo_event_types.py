@@ -6,17 +6,13 @@ written out here independently of the catalog table.
 """
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from oslo_context import context as oslo_context
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-from oslo_wire import publish  # noqa: E402
-
-from pipeline import catalog, codec, events  # noqa: E402
+from pipeline import catalog, codec, events
+from tests.support.oslo_wire import publish
 
 CRUD_FAMILIES = {  # object -> has a node (node_uuid in its payload)
     "node": "self", "port": True, "portgroup": True, "chassis": False, "deploytemplate": False,

@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
 
+import tests.support.seed_examples as seed_examples
 from pipeline import redact
 from pipeline.bench.core import sample_bodies
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-import seed_examples  # noqa: E402
 
 SECRET = "s3cr3t-VALUE"
 

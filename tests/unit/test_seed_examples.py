@@ -7,17 +7,13 @@ operation and the UUIDs are asserted per example against the values read off the
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-import seed_examples  # noqa: E402
-from oslo_wire import publish  # noqa: E402
-
-from pipeline import codec, events  # noqa: E402
+import tests.support.seed_examples as seed_examples
+from pipeline import codec, events
+from tests.support.oslo_wire import publish
 
 NODE = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123"
 IMAGE = seed_examples.IMAGE_ID

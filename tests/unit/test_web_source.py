@@ -4,20 +4,16 @@ change, loss summed per publisher. Records are made by the agents' own state mac
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import orjson
 from faust.types import TP
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from web_traffic import node_body, utc  # noqa: E402
-
-from pipeline import events  # noqa: E402
-from pipeline.streams import operations, state  # noqa: E402
-from pipeline.streams.models import Settings, micros  # noqa: E402
-from pipeline.web import source  # noqa: E402
+from pipeline import events
+from pipeline.streams import operations, state
+from pipeline.streams.models import Settings, micros
+from pipeline.web import source
+from tests.support.web_traffic import node_body, utc
 
 
 class Table(dict):

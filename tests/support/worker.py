@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -21,6 +21,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from pipeline import codec
 from pipeline.streams import scripted
 from pipeline.streams.topics import Topics
+from tests.support.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -125,19 +126,18 @@ async def _lag(names: Names, run: str) -> int:
 
 def wait_caught_up(names: Names, proc: subprocess.Popen, run: str = "a", timeout_s: float = 60.0) -> None:
     """Until the worker's group has committed every relay record (faust commits every 2.8 s)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def caught_up() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"worker exited with {proc.returncode}")
-        try:
-            if asyncio.run(_lag(names, run)) == 0:
-                return
-        except Exception:  # noqa: BLE001 - the group may not exist yet
-            pass
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGUSR1)  # the worker logs its asyncio task stacks: what it waits on
-    time.sleep(1.0)
-    raise AssertionError(f"worker {run} did not catch up within {timeout_s} s")
+        return asyncio.run(_lag(names, run)) == 0
+
+    def stacks() -> str:
+        proc.send_signal(signal.SIGUSR1)  # the worker logs its asyncio task stacks: what it waits on
+        time.sleep(1.0)
+        return "(the worker logged its task stacks)"
+
+    # any client error: the group may not exist yet
+    eventually(caught_up, timeout_s, f"worker {run} caught up", interval=0.5, ignore=(Exception,), detail=stacks)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:

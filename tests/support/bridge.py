@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from oslo_config import cfg
 from oslo_messaging import transport as oslo_transport
 
+from tests.support.eventually import eventually
 from tests.support.oslo_rabbit import ready_in_queue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,14 +169,15 @@ class Bridge:
         return self
 
     def wait_for_log(self, needle: str, timeout: float = 60, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def logged() -> bool:
             if self.log.exists() and self.log.read_text(errors="replace").count(needle) >= count:
-                return
+                return True
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"bridge exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {needle!r} in the bridge log after {timeout}s:\n{self.log.read_text()[-3000:]}")
+            return False
+
+        eventually(logged, timeout, f"{needle!r} in the bridge log", interval=0.1,
+                   detail=lambda: self.log.read_text(errors="replace")[-3000:])
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         assert self.proc is not None

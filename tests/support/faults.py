@@ -25,8 +25,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from pipeline import codec
+from pipeline.bench.procs import (
+    Names,
+    Proc,
+    delete_queues,
+    proc_status_mb,
+    start_bridge,
+    start_worker,
+)
 from pipeline.streams.topics import Topics
-from pipeline.bench.procs import Names, Proc, delete_queues, proc_status_mb, start_bridge, start_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 

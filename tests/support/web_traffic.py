@@ -13,7 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import urllib.error
+import urllib.request
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -21,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import urllib.request
-import urllib.error
 
 from pipeline import codec, events
-from tests.support.ports import free_port
+from tests.support.eventually import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -137,18 +136,12 @@ class WorkerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"worker on {self.port} exited {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                status, _, _ = get(self.url + "/readyz", timeout=2)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"worker on {self.port} not ready in {timeout}s:\n{self.log_tail()}")
+            return get(self.url + "/readyz", timeout=2)[0] == 200
+
+        eventually(ready, timeout, f"worker on {self.port} ready", interval=0.3, ignore=(OSError,), detail=self.log_tail)
 
 
 def utc(seconds_ago: float = 0.0) -> datetime:
