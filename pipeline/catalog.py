@@ -187,16 +187,16 @@ def _build_rows() -> tuple[Row, ...]:
                 Row("baremetal", f"baremetal.{obj}", action, _SES, deadline_s=deadline,
                     resource_paths=_IRONIC_UUID, node_paths=node_paths)
             )
-    for action, (statuses, deadline) in _IRONIC_NODE_ACTIONS.items():
+    for action, (statuses, node_deadline) in _IRONIC_NODE_ACTIONS.items():
         rows.append(
-            Row("baremetal", "baremetal.node", action, statuses, deadline_s=deadline,
+            Row("baremetal", "baremetal.node", action, statuses, deadline_s=node_deadline,
                 resource_paths=_IRONIC_UUID, node_paths=_SELF)
         )
     for family, action, phase, operation, paths in _GLANCE_EVENTS:
-        deadline = {"image.upload": _GLANCE_UPLOAD_DEADLINE_S, "task": _GLANCE_TASK_DEADLINE_S}.get(
+        glance_deadline = {"image.upload": _GLANCE_UPLOAD_DEADLINE_S, "task": _GLANCE_TASK_DEADLINE_S}.get(
             operation or ""
         )
-        rows.append(Row("image", family, action, (), phase, operation, deadline, paths))
+        rows.append(Row("image", family, action, (), phase, operation, glance_deadline, paths))
     return tuple(rows)
 
 

@@ -99,7 +99,7 @@ class Setting:
         try:
             return self.type(raw)
         except ValueError:
-            what = {int: "an integer", float: "a number"}.get(self.type, "valid")
+            what = "an integer" if self.type is int else "a number" if self.type is float else "valid"
             raise ConfigError(f"{self.env}={raw!r} is not {what}") from None
 
     def shown(self) -> str:

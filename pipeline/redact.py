@@ -67,11 +67,13 @@ _KEY_CACHE_MAX = 65536  # payload keys repeat endlessly; a bound keeps odd produ
 
 
 def is_credential_key(key: object) -> bool:
-    found = _KEY_CACHE.get(key) if isinstance(key, str) else False
+    if not isinstance(key, str):
+        return False
+    found = _KEY_CACHE.get(key)
     if found is None:
-        found = _CREDENTIAL_KEY.search(key) is not None  # type: ignore[arg-type]
+        found = _CREDENTIAL_KEY.search(key) is not None
         if len(_KEY_CACHE) < _KEY_CACHE_MAX:
-            _KEY_CACHE[key] = found  # type: ignore[index]
+            _KEY_CACHE[key] = found
     return found
 
 
@@ -138,7 +140,7 @@ def _walk_dict(value: dict, depth: int) -> dict:
 def _walk_list(value: list, depth: int) -> list:
     if depth >= MAX_DEPTH:
         raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
-    out = []
+    out: list = []
     append = out.append
     for item in value:
         kind = type(item)

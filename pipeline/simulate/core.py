@@ -111,6 +111,11 @@ class FleetCore:
             return 0.0
         return wait
 
+    def _download(self, image: Image, tenant: str) -> None:
+        """An image sent to a tenant (Glance's image.send): a node's deploy pulls one too. The Glance
+        lives render it; the engine only names it, so the Ironic lives can call it."""
+        raise NotImplementedError
+
     # --- ids and builders ----------------------------------------------------------------------
 
     def _uuid(self) -> str:

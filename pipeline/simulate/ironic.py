@@ -3,6 +3,7 @@ portgroup CRUD, enroll, retire), rendered as the notifications Ironic sends for 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from . import payloads
@@ -207,11 +208,11 @@ class IronicLives(FleetCore):
         for pg in portgroups:
             yield self.rng.uniform(1, 5)
             pg.created_at = self.now
-            yield from self._api_call(pg.uuid, node.uuid, "portgroup", "create", lambda pg=pg: payloads.portgroup_payload(pg))
+            yield from self._api_call(pg.uuid, node.uuid, "portgroup", "create", partial(payloads.portgroup_payload, pg))
         for port in ports:
             yield self.rng.uniform(1, 5)
             port.created_at = self.now
-            yield from self._api_call(port.uuid, node.uuid, "port", "create", lambda port=port: payloads.port_payload(port))
+            yield from self._api_call(port.uuid, node.uuid, "port", "create", partial(payloads.port_payload, port))
         yield self.rng.uniform(5, 60)
         yield from self._verify(node)
 
@@ -220,10 +221,10 @@ class IronicLives(FleetCore):
         self._provision(node, None, "manageable", None, "manage", SINGLE, self._conductor_context())
         yield self.rng.uniform(30, 300)
         for port in list(node.ports):
-            yield from self._api_call(port.uuid, node.uuid, "port", "delete", lambda port=port: payloads.port_payload(port))
+            yield from self._api_call(port.uuid, node.uuid, "port", "delete", partial(payloads.port_payload, port))
             yield self.rng.uniform(1, 5)
         for pg in list(node.portgroups):
-            yield from self._api_call(pg.uuid, node.uuid, "portgroup", "delete", lambda pg=pg: payloads.portgroup_payload(pg))
+            yield from self._api_call(pg.uuid, node.uuid, "portgroup", "delete", partial(payloads.portgroup_payload, pg))
             yield self.rng.uniform(1, 5)
         yield from self._api_call(node.uuid, node.uuid, "node", "delete",
                                   lambda: payloads.node_payload("NodeCRUDPayload", node))

@@ -41,7 +41,7 @@ P_UPLOAD_FAIL = 0.06
 P_TASK_FAIL = 0.08
 P_PARTIAL_DOWNLOAD = 0.02
 
-ADMIN_CONTEXT = {  # ironic.common.context.get_admin_context(), after redacted_copy + to_dict
+ADMIN_CONTEXT: dict[str, Any] = {  # ironic.common.context.get_admin_context(), after redacted_copy + to_dict
     "user": None, "project_id": None, "system_scope": None, "project": None, "domain": None,
     "user_domain": None, "project_domain": None, "is_admin": True, "read_only": False,
     "show_deleted": False, "auth_token": None, "request_id": None, "global_request_id": None,

@@ -51,7 +51,9 @@ def render(event: Event, unique_id: str, topics: Topics = Topics()) -> tuple[byt
 
 class Output(Protocol):
     description: str
-    failures: int
+
+    @property
+    def failures(self) -> int: ...
 
     async def start(self) -> None: ...
     async def send(self, event: Event, unique_id: str) -> None: ...

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aio_pika
 import oslo_messaging
@@ -162,7 +163,7 @@ class Bridge:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Bridge":
+    def start(self) -> Bridge:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=out, env=self.env)
         out.close()

@@ -55,7 +55,7 @@ class OsloPublisher:
     def close(self) -> None:
         self._transport.cleanup()
 
-    def __enter__(self) -> "OsloPublisher":
+    def __enter__(self) -> OsloPublisher:
         return self
 
     def __exit__(self, *exc: object) -> None:

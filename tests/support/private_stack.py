@@ -43,7 +43,7 @@ class PrivateStack:
     def stop(self, *brokers: str) -> None:
         self._run("down.sh", *brokers)
 
-    def __enter__(self) -> "PrivateStack":
+    def __enter__(self) -> PrivateStack:
         self.start()
         return self
 

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,7 @@ class WorkerProcess:
         ]
         self.proc: subprocess.Popen | None = None
 
-    def start(self, env: dict[str, str] | None = None) -> "WorkerProcess":
+    def start(self, env: dict[str, str] | None = None) -> WorkerProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
@@ -145,7 +145,7 @@ class WorkerProcess:
 
 
 def utc(seconds_ago: float = 0.0) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)
+    return datetime.now(UTC) - timedelta(seconds=seconds_ago)
 
 
 def mixed_fleet(prefix: str, nodes: int, seed: int = 11) -> tuple[Fleet, dict[str, int]]:
