@@ -18,7 +18,8 @@ Rules the table encodes (docs/contracts.md, "Operations"):
   null (Glance documents WARN text payloads but sends none; a warning is not an outcome).
 * An event type not in the table is still valid: family = all segments before the action (the last
   segment, or the last two when the last is a status start/end/error/success), service = the first
-  segment (``task.*`` and ``metadef_*`` are Glance's: service ``image``). Unknown ``baremetal.*.start/end/error`` pair by shape like the known ones (operation
+  segment (``task.*`` and ``metadef_*`` are Glance's: service ``image``). Unknown
+  ``baremetal.*.start/end/error`` pair by shape like the known ones (operation
   ``X``, deadline `DEFAULT_DEADLINE_S`); other unknown events get no operation.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
+from typing import Literal, get_args
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
@@ -41,11 +43,12 @@ __all__ = [
 
 Path = tuple[str, ...]  # keys from the payload root to a value
 
-STATUSES = ("start", "end", "error", "success")
+Phase = Literal["start", "end", "error", "success"]
+STATUSES: tuple[Phase, ...] = get_args(Phase)
 _PAIR_PHASES = frozenset({"start", "end", "error"})
 # Glance sends text instead of the resource at WARN and ERROR: an ERROR is the failure of what the
 # event reports; a WARN reports no outcome, so it neither opens nor closes an operation.
-_GLANCE_PHASE_BY_PRIORITY: dict[str, str | None] = {"error": "error", "critical": "error", "warn": None}
+_GLANCE_PHASE_BY_PRIORITY: dict[str, Phase | None] = {"error": "error", "critical": "error", "warn": None}
 
 # Deadline for an operation that is paired by shape but has no row of its own.
 DEFAULT_DEADLINE_S = 600.0
@@ -79,8 +82,8 @@ class Row:
     service: str
     family: str
     action: str
-    statuses: tuple[str, ...]  # Ironic status suffixes; () for Glance names without a suffix
-    phase: str | None = None  # Glance only: the phase at INFO priority
+    statuses: tuple[Phase, ...]  # Ironic status suffixes; () for Glance names without a suffix
+    phase: Phase | None = None  # Glance only: the phase at INFO priority
     operation: str | None = None  # Glance only; Ironic pairs derive `family.action`
     deadline_s: float | None = None  # default deadline for the end of the operation
     resource_paths: tuple[Path, ...] = ()
@@ -92,7 +95,7 @@ class EventClass:
     service: str
     family: str
     action: str
-    phase: str | None
+    phase: Phase | None
     operation: str | None
     deadline_s: float | None  # default deadline for the end of `operation` (None if not paired)
     resource_paths: tuple[Path, ...]  # alternatives, the first that holds a value wins
@@ -105,7 +108,7 @@ class EventClass:
 # --- the table ---------------------------------------------------------------------------------
 
 _CRUD = ("create", "update", "delete")
-_SES = ("start", "end", "error")
+_SES: tuple[Phase, ...] = ("start", "end", "error")
 
 # Ironic API CRUD: synchronous API calls, a minute is generous.
 _CRUD_DEADLINE_S = 60.0
@@ -127,7 +130,7 @@ _IRONIC_CRUD_FAMILIES: dict[str, tuple[tuple[Path, ...] | str, float]] = {
 }
 
 # Node actions of the conductor (and the API for maintenance): statuses, deadline.
-_IRONIC_NODE_ACTIONS: dict[str, tuple[tuple[str, ...], float | None]] = {
+_IRONIC_NODE_ACTIONS: dict[str, tuple[tuple[Phase, ...], float | None]] = {
     "maintenance_set": (_SES, 60.0),  # API, synchronous
     "console_set": (_SES, 300.0),  # starting a console (socat/shellinabox) can take a while
     "console_restore": (_SES, 300.0),
@@ -141,7 +144,7 @@ _GLANCE_UPLOAD_DEADLINE_S = 3600.0
 _GLANCE_TASK_DEADLINE_S = 86400.0  # an import task may copy to several stores for hours
 
 # (family, action, phase at INFO, operation, resource paths)
-_GLANCE_EVENTS: tuple[tuple[str, str, str | None, str | None, tuple[Path, ...]], ...] = (
+_GLANCE_EVENTS: tuple[tuple[str, str, Phase | None, str | None, tuple[Path, ...]], ...] = (
     ("image", "create", "success", None, _GLANCE_ID),
     ("image", "prepare", "start", "image.upload", _GLANCE_ID),
     ("image", "upload", "end", "image.upload", _GLANCE_ID),
@@ -216,7 +219,7 @@ def _operations() -> Mapping[str, float]:
 OPERATIONS: Mapping[str, float] = _operations()  # operation name -> default deadline in seconds
 
 # event type -> (row, status or None)
-_BY_EVENT_TYPE: dict[str, tuple[Row, str | None]] = {}
+_BY_EVENT_TYPE: dict[str, tuple[Row, Phase | None]] = {}
 for _row in ROWS:
     if _row.statuses:
         for _status in _row.statuses:
@@ -240,10 +243,10 @@ def _node_paths(row: Row) -> tuple[tuple[Path, ...], bool]:
     return row.node_paths, False  # type: ignore[return-value]
 
 
-def _from_row(row: Row, status: str | None, priority: str) -> EventClass:
+def _from_row(row: Row, status: Phase | None, priority: str) -> EventClass:
     node_paths, node_is_resource = _node_paths(row)
     if status is not None:  # Ironic: the status suffix decides, priority follows it
-        phase: str | None = status
+        phase: Phase | None = status
         operation = f"{row.family}.{row.action}" if status in _PAIR_PHASES else None
         deadline = row.deadline_s if operation else None
     else:
@@ -267,7 +270,7 @@ def _from_row(row: Row, status: str | None, priority: str) -> EventClass:
 
 def _by_shape(event_type: str) -> EventClass:
     segments = event_type.split(".")
-    status = segments[-1] if len(segments) > 1 and segments[-1] in STATUSES else None
+    status = next((p for p in STATUSES if len(segments) > 1 and segments[-1] == p), None)
     head = segments[:-1] if status else segments
     action = head[-1]
     family = ".".join(head[:-1]) or head[0]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ HEADER_LEN = 10
 VALUE_FORMATS = ("avro", "json")
 NOTIFICATION = "notification"
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICRO = timedelta(microseconds=1)
 
 
@@ -212,7 +213,7 @@ def decode_value(data: bytes) -> dict:
 def _micros(text: str) -> int:
     ts = datetime.fromisoformat(text)
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     return (ts - _EPOCH) // _ONE_MICRO
 
 
@@ -224,7 +225,7 @@ def _rfc3339(micros: int) -> str:
     )
 
 
-def encode_event(event: dict, value_format: str = "avro") -> bytes:
+def encode_event(event: Mapping[str, Any], value_format: str = "avro") -> bytes:
     """A normalized event (events.normalize) -> the relay value."""
     if value_format == "json":
         return orjson.dumps(event)

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypedDict
 
 from . import catalog, redact, wire
-from .wire import Rejected
+from .catalog import Phase
+from .wire import Priority, Rejected
 
 __all__ = [
     "DEADLETTER_TOPIC",
     "EVENT_FIELDS",
+    "NormalizedEvent",
     "canonical_uuid",
     "normalize",
     "normalize_line",
@@ -22,24 +25,29 @@ __all__ = [
 DEADLETTER_TOPIC = "notifications.deadletter"
 DEFAULT_TOPIC_PREFIX = "notifications."
 
-EVENT_FIELDS = (
-    "message_id",
-    "event_type",
-    "priority",
-    "publisher_id",
-    "timestamp",
-    "service",
-    "family",
-    "resource_uuid",
-    "node_uuid",
-    "action",
-    "phase",
-    "operation",
-    "payload_name",
-    "payload_version",
-    "topic",
-    "payload",
-)
+class NormalizedEvent(TypedDict):
+    """One notification as every part of the pipeline sees it (docs/contracts.md, "The normalized
+    event"); `avro/notification.avsc` is the same record on the wire."""
+
+    message_id: str
+    event_type: str
+    priority: Priority
+    publisher_id: str
+    timestamp: str  # RFC 3339 UTC with Z
+    service: str
+    family: str
+    resource_uuid: str | None
+    node_uuid: str | None
+    action: str
+    phase: Phase | None
+    operation: str | None
+    payload_name: str | None
+    payload_version: str | None
+    topic: str
+    payload: Any  # masked
+
+
+EVENT_FIELDS = tuple(NormalizedEvent.__annotations__)
 
 _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Only the dashed form in free text: 32 bare hex digits there are as likely an MD5 checksum.
@@ -105,7 +113,7 @@ def _ironic_meta(payload: Any, key: str) -> str | None:
     return None
 
 
-def normalize_notification(n: wire.Notification, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> dict:
+def normalize_notification(n: wire.Notification, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> NormalizedEvent:
     """A decoded Notification -> the normalized event dict (payload masked). Raises Rejected."""
     cls = catalog.classify(n.event_type, n.priority)
     payload = n.payload
@@ -140,19 +148,19 @@ def normalize_notification(n: wire.Notification, *, topic_prefix: str = DEFAULT_
 
 
 def normalize(body: bytes | str, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX,
-              max_bytes: int = wire.MAX_BODY_BYTES) -> dict:
+              max_bytes: int = wire.MAX_BODY_BYTES) -> NormalizedEvent:
     """An AMQP body as published -> the normalized event. Raises wire.Rejected with a reason."""
     return normalize_notification(wire.decode_body(body, max_bytes=max_bytes), topic_prefix=topic_prefix)
 
 
 def normalize_line(line: bytes | str, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX,
-                   max_bytes: int = wire.MAX_BODY_BYTES) -> dict:
+                   max_bytes: int = wire.MAX_BODY_BYTES) -> NormalizedEvent:
     """A `pipeline inspect` / file-source line (body or capture object) -> the normalized event."""
     n, _, _, _ = wire.decode_line(line, max_bytes=max_bytes)
     return normalize_notification(n, topic_prefix=topic_prefix)
 
 
-def relay_key(event: dict) -> bytes | None:
+def relay_key(event: Mapping[str, Any]) -> bytes | None:
     """The Kafka key: the resource UUID as UTF-8 text (None when the message holds none)."""
     resource_uuid = event.get("resource_uuid")
     return resource_uuid.encode() if resource_uuid else None

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -39,7 +39,8 @@ __all__ = [
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 # oslo's NotificationDispatcher.PRIORITIES; the wire carries them upper case.
-PRIORITIES = frozenset({"audit", "debug", "info", "warn", "error", "critical", "sample"})
+Priority = Literal["audit", "debug", "info", "warn", "error", "critical", "sample"]
+PRIORITIES: frozenset[Priority] = frozenset(get_args(Priority))
 # `warning` is never sent by oslo (Notifier.warning -> WARN) but is the same level, unambiguously.
 _PRIORITY_ALIASES = {"warning": "warn"}
 
@@ -70,7 +71,7 @@ class Rejected(ValueError):
 class Notification:
     message_id: str
     event_type: str
-    priority: str  # lower case, one of PRIORITIES
+    priority: Priority  # lower case
     publisher_id: str
     timestamp: datetime  # aware, UTC
     payload: Any  # the inner payload as sent: NOT masked
@@ -102,9 +103,9 @@ def parse_timestamp(value: Any) -> datetime:
     except ValueError:
         raise Rejected(f"timestamp is not a valid date and time: {value[:64]!r}") from None
     if ts.tzinfo is None:
-        return ts.replace(tzinfo=timezone.utc)  # oslo's timeutils.utcnow() is naive UTC
+        return ts.replace(tzinfo=UTC)  # oslo's timeutils.utcnow() is naive UTC
     try:
-        return ts.astimezone(timezone.utc)
+        return ts.astimezone(UTC)
     except (OverflowError, ValueError):  # an offset that moves it out of years 1-9999
         raise Rejected(f"timestamp is out of range: {value[:64]!r}") from None
 
@@ -112,7 +113,7 @@ def parse_timestamp(value: Any) -> datetime:
 def rfc3339(ts: datetime) -> str:
     """``2026-11-22T01:09:39.839084Z``: always six fraction digits, so the text sorts like the time."""
     if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc)
+        ts = ts.astimezone(UTC)
     return (
         f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:"
         f"{ts.second:02d}.{ts.microsecond:06d}Z"
@@ -132,7 +133,7 @@ def _required_str(msg: dict, key: str, max_len: int) -> str:
     return value
 
 
-def _priority(msg: dict) -> str:
+def _priority(msg: dict) -> Priority:
     raw = _required_str(msg, "priority", 32)
     priority = raw.lower()
     priority = _PRIORITY_ALIASES.get(priority, priority)

@@ -103,11 +103,11 @@ def glance_body(event_type: str, image_or_task_id: str, ts: datetime, *, message
     return _body(event_type, priority, payload, ts, message_id, publisher_id)
 
 
-def normalized(body: bytes, topic_prefix: str = "notifications.") -> dict:
+def normalized(body: bytes, topic_prefix: str = "notifications.") -> events.NormalizedEvent:
     return events.normalize(body, topic_prefix=topic_prefix)
 
 
-def relay(event: dict, value_format: str = "avro") -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
+def relay(event: events.NormalizedEvent, value_format: str = "avro") -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
     """(topic, key, value, headers) exactly as the bridge writes the event."""
     headers = [("event_type", event["event_type"].encode()), ("message_id", event["message_id"].encode()),
                ("priority", event["priority"].encode()),
