@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,22 +36,3 @@ def eventually(predicate: Callable[[], T], timeout: float, why: str, *, interval
             raise _failure(why, timeout, last, detail)
         time.sleep(interval)
 
-
-async def eventually_async(predicate: Callable[[], Awaitable[T]], timeout: float, why: str, *,
-                           interval: float = 0.2, ignore: tuple[type[BaseException], ...] = (),
-                           detail: Callable[[], str] | None = None) -> T:
-    """`eventually` for a coroutine predicate."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            last = await predicate()
-            if last:
-                return last  # type: ignore[return-value]
-        except ignore as exc:
-            if isinstance(exc, AssertionError):
-                raise
-            last = exc
-        if time.monotonic() >= deadline:
-            raise _failure(why, timeout, last, detail)
-        await asyncio.sleep(interval)
