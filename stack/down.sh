@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop only the brokers up.sh started (by recorded pid); brokers found running are left alone.
-# Usage: down.sh [kafka] [rabbitmq]   (both when none is named)
+# Usage: down.sh [kafka] [rabbitmq] [registry]   (all three when none is named)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -30,8 +30,24 @@ stop_rabbitmq() {
   rm -f "$f" "$STATE/rabbitmq.node"
 }
 
-for broker in "${@:-kafka rabbitmq}"; do
+stop_registry() {
+  local f="$STATE/registry.pid" pid
+  [ -f "$f" ] || { say "schema registry: not started by us, leaving it"; return; }
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    say "schema registry: stopping pid $pid"
+    kill "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && { say "schema registry: still running after 30 s, killing"; kill -9 "$pid"; }
+  fi
+  rm -f "$f"
+}
+
+for broker in "${@:-kafka rabbitmq registry}"; do
   for b in $broker; do
-    case "$b" in kafka) stop_kafka ;; rabbitmq) stop_rabbitmq ;; *) die "unknown broker $b (kafka, rabbitmq)" ;; esac
+    case "$b" in
+      kafka) stop_kafka ;; rabbitmq) stop_rabbitmq ;; registry) stop_registry ;;
+      *) die "unknown broker $b (kafka, rabbitmq, registry)" ;;
+    esac
   done
 done

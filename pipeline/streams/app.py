@@ -45,6 +45,7 @@ class WorkerSettings:
     partitions: int = 6
     replication: int = 1
     value_format: str = "avro"
+    avro_framing: str = "single-object"
     store: str = "memory://"
     data_dir: str = "/tmp/pipeline-worker"
     web_enabled: bool = True
