@@ -157,6 +157,14 @@ def from_args(args: argparse.Namespace) -> Registry | None:
                     args.schema_registry_cafile)
 
 
+def from_env() -> Registry | None:
+    """The same from the environment alone, for helpers that take no flags (`make run`)."""
+    if env("AVRO_FRAMING", "single-object") != "registry" or env("VALUE_FORMAT", "avro") != "avro":
+        return None
+    return Registry(env("SCHEMA_REGISTRY_URL", DEFAULT_URL), env("SCHEMA_REGISTRY_USERNAME"),
+                    secret("SCHEMA_REGISTRY_PASSWORD"), env("SCHEMA_REGISTRY_CAFILE"))
+
+
 def attach(registry: Registry, writes: Mapping[str, str], reads: Mapping[str, str] | None = None,
            ids: codec.SchemaIds = codec.IDS) -> None:
     """Wait for the registry, register the schema of each subject the process writes (subject ->
