@@ -33,7 +33,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline import codec, registry
-from pipeline.bench.procs import Names, count_records, delete_queues, delete_topics, start_bridge, start_worker
+from pipeline.bench.procs import Names, Proc, count_records, delete_queues, delete_topics, start_bridge, start_worker
+from tests.support.private_stack import PrivateStack
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSUMER = Path(__file__).with_name("registry_consumer")
@@ -217,3 +218,36 @@ async def test_downstream_apps_read_every_topic_through_the_registry(tmp_path, l
         await delete_topics(KAFKA, [f"bench-{names.run}.", names.app_id])
         bridge.cleanup()
         worker.cleanup()
+
+
+@pytest.mark.integration
+async def test_a_registry_down_at_start_is_waited_for(tmp_path, local_registry) -> None:
+    """The bridge starts before its registry (a private Apicurio on a free port): it waits, saying
+    so, and relays once the registry is up, with ids from that registry."""
+    stack = PrivateStack(tmp_path / "stack", "registry-wait")
+    url = f"http://127.0.0.1:{stack.registry_port}/apis/ccompat/v7"
+    names = Names()
+    bodies = ROOT / "tests" / "fixtures" / "research_bodies.jsonl"
+    bridge = Proc("bridge", ["bridge", "--source", f"file:{bodies}", "--kafka-bootstrap-servers", KAFKA,
+                             "--topic-prefix", names.topic_prefix, "--topic-partitions", "1", "--metrics-port", "0",
+                             "--avro-framing", "registry", "--schema-registry-url", url])
+    try:
+        deadline = time.monotonic() + 30
+        while bridge.text().count("not reachable") < 2 and time.monotonic() < deadline:
+            assert bridge.alive(), bridge.tail()
+            await asyncio.sleep(0.2)
+        assert bridge.text().count("not reachable") >= 2 and bridge.alive(), bridge.tail()
+        assert "relaying from" not in bridge.text()
+        await asyncio.to_thread(stack.start, "registry")
+        assert await bridge.exited(90) == 0, bridge.tail()
+        log = bridge.text()
+        assert "reachable again" in log and "stopped: 6 relayed, 0 dead-lettered" in log, bridge.tail()
+        relay = await _topics((names.topic_prefix,))
+        written = await _raw_records(relay)
+        rest = RestConsumer(url)
+        assert len(written) == 6 and all(rest.decode(value)["message_id"] for value, _ in written.values())
+    finally:
+        await bridge.stop()
+        await asyncio.to_thread(stack.stop, "registry")
+        await delete_topics(KAFKA, [f"bench-{names.run}."])
+        bridge.cleanup()
