@@ -128,6 +128,14 @@ class RestConsumer:
         return fastavro.schemaless_reader(io.BytesIO(value[5:]), self.schemas[schema_id], None)
 
 
+def _delete_subjects(url: str, run: str) -> None:
+    """The run's subjects, so the local registry does not pile them up (it keeps them in memory)."""
+    with urllib.request.urlopen(f"{url}/subjects", timeout=10) as answer:
+        subjects = [s for s in json.load(answer) if run in s]
+    for subject in subjects:
+        urllib.request.urlopen(urllib.request.Request(f"{url}/subjects/{subject}", method="DELETE"), timeout=10).close()
+
+
 def _plain(record: dict) -> dict:
     """Logical timestamps back to the raw longs the JVM's GenericRecord holds."""
     return {k: (v - EPOCH) // __import__("datetime").timedelta(microseconds=1) if isinstance(v, datetime) else v
@@ -212,16 +220,16 @@ async def test_downstream_apps_read_every_topic_through_the_registry(tmp_path, l
         assert line.startswith("pipeline worker: error: schema registry") and "refused schema 'operation'" in line
         assert f"{names.output_prefix}operations-value" in line and "409" in line and "Traceback" not in refused.stderr
     finally:
-        await bridge.stop()
-        await worker.stop()
+        for proc in (bridge, worker):
+            await proc.stop()
+            proc.cleanup()
         await delete_queues(AMQP_URL, [names.queue, *names.oslo_default_queues()])
         await delete_topics(KAFKA, [f"bench-{names.run}.", names.app_id])
-        bridge.cleanup()
-        worker.cleanup()
+        _delete_subjects(local_registry, names.run)
 
 
 @pytest.mark.integration
-async def test_a_registry_down_at_start_is_waited_for(tmp_path, local_registry) -> None:
+async def test_a_registry_down_at_start_is_waited_for(tmp_path) -> None:
     """The bridge starts before its registry (a private Apicurio on a free port): it waits, saying
     so, and relays once the registry is up, with ids from that registry."""
     stack = PrivateStack(tmp_path / "stack", "registry-wait")
