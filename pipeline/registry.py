@@ -151,7 +151,10 @@ def _message(exc: urllib.error.HTTPError) -> str:
 
 def from_args(args: argparse.Namespace) -> Registry | None:
     """The registry of registry framing; None with single-object framing or JSON values."""
-    if getattr(args, "avro_framing", "single-object") != "registry" or getattr(args, "value_format", "avro") != "avro":
+    framing = getattr(args, "avro_framing", "single-object")
+    if framing not in codec.FRAMINGS:  # argparse checks a flag's choices, not a default from AVRO_FRAMING
+        raise ConfigError(f"--avro-framing / AVRO_FRAMING {framing!r}: one of {', '.join(codec.FRAMINGS)}")
+    if framing != "registry" or getattr(args, "value_format", "avro") != "avro":
         return None
     return Registry(args.schema_registry_url, env("SCHEMA_REGISTRY_USERNAME"), secret("SCHEMA_REGISTRY_PASSWORD"),
                     args.schema_registry_cafile)

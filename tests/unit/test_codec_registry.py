@@ -115,3 +115,32 @@ def test_a_registry_that_is_down_is_waited_for_then_one_line(caplog):
 def test_registry_url_must_be_http():
     with pytest.raises(ConfigError, match="must start with http"):
         registry.Registry("ftp://registry:8081/")
+
+
+def _args(**given) -> "argparse.Namespace":
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    registry.add_registry_args(parser)
+    args = parser.parse_args([])
+    for name, value in given.items():
+        setattr(args, name, value)
+    return args
+
+
+def test_credentials_come_from_a_file(tmp_path, monkeypatch):
+    import base64
+
+    (tmp_path / "password").write_text("s3cret\n")
+    monkeypatch.setenv("SCHEMA_REGISTRY_USERNAME", "pipeline")
+    monkeypatch.setenv("SCHEMA_REGISTRY_PASSWORD_FILE", str(tmp_path / "password"))
+    client = registry.from_args(_args(avro_framing="registry"))
+    assert client._headers["Authorization"] == "Basic " + base64.b64encode(b"pipeline:s3cret").decode()
+    assert registry.from_args(_args()) is None  # single-object: no registry is asked
+    assert registry.from_args(_args(avro_framing="registry", value_format="json")) is None
+
+
+def test_a_bad_framing_from_the_environment_is_one_line(monkeypatch):
+    monkeypatch.setenv("AVRO_FRAMING", "confluent")
+    with pytest.raises(ConfigError, match="AVRO_FRAMING 'confluent': one of single-object, registry"):
+        registry.from_args(_args())
