@@ -170,10 +170,10 @@ def _by_fingerprint(fp: bytes) -> Schema:
     return found
 
 
-def _write(s: Schema, record: dict) -> bytes:
+def _write(s: Schema, record: dict, prefix: bytes | None = None) -> bytes:
+    """The framing's prefix (single-object's by default) + the Avro binary body."""
     out = io.BytesIO()
-    out.write(MAGIC)
-    out.write(s.fingerprint)
+    out.write(MAGIC + s.fingerprint if prefix is None else prefix)
     fastavro.schemaless_writer(out, s.parsed, record)
     return out.getvalue()
 
@@ -277,10 +277,11 @@ class Encoder:
         self.value_format = value_format
         self.registry = value_format == "avro" and framing == "registry"
         self.ids = ids or IDS
-        self._prefixes: dict[tuple[str, str], tuple[bytes, bytes]] = {}  # (schema, topic) -> (prefix, content type)
+        self._prefixes: dict[tuple[bytes, str], tuple[bytes, bytes]] = {}  # -> (prefix, content type)
 
     def _prefix(self, s: Schema, topic: str) -> tuple[bytes, bytes]:
-        found = self._prefixes.get((s.name, topic))
+        key = (s.fingerprint, topic)  # the fingerprint, not the name: PIPELINE_AVRO_DIR may change a schema
+        found = self._prefixes.get(key)
         if found is None:
             if self.registry:
                 schema_id = self.ids.id_for(f"{topic}-value", s)
@@ -288,7 +289,7 @@ class Encoder:
                          f"avro/binary; schema={s.name}; framing=registry; id={schema_id}".encode())
             else:
                 found = (MAGIC + s.fingerprint, f"avro/binary; schema={s.name}; fingerprint={s.fingerprint.hex()}".encode())
-            self._prefixes[(s.name, topic)] = found
+            self._prefixes[key] = found
         return found
 
     def value(self, schema_name: str, record: dict, topic: str) -> tuple[bytes, bytes]:
@@ -296,10 +297,7 @@ class Encoder:
             return orjson.dumps(record), b"application/json"
         s = schema(schema_name)
         prefix, content_type = self._prefix(s, topic)
-        out = io.BytesIO()
-        out.write(prefix)
-        fastavro.schemaless_writer(out, s.parsed, record)
-        return out.getvalue(), content_type
+        return _write(s, record, prefix), content_type
 
     def event(self, event: dict, topic: str) -> tuple[bytes, bytes]:
         """A normalized event -> (the relay value, its content type)."""
@@ -323,12 +321,14 @@ def decode(data: bytes) -> tuple[str, dict]:
     return s.name, _read(s, data)
 
 
+def _single_object(value_format: str) -> Encoder:
+    found = _SINGLE_OBJECT.get(value_format)
+    return found if found is not None else Encoder(value_format)  # raises for an unknown format
+
+
 def encode_value(schema_name: str, record: dict, value_format: str = "avro") -> bytes:
-    if value_format == "avro":
-        return encode(schema_name, record)
-    if value_format == "json":
-        return orjson.dumps(record)
-    raise ValueError(f"unknown value format {value_format!r} (one of {', '.join(VALUE_FORMATS)})")
+    """A record -> its value in single-object encoding (or JSON); `Encoder` for registry framing."""
+    return _single_object(value_format).value(schema_name, record, "")[0]
 
 
 def _loads(data: bytes) -> Any:
@@ -367,12 +367,8 @@ def _rfc3339(micros: int) -> str:
 
 
 def encode_event(event: dict, value_format: str = "avro") -> bytes:
-    """A normalized event (events.normalize) -> the relay value."""
-    if value_format == "json":
-        return orjson.dumps(event)
-    if value_format != "avro":
-        raise ValueError(f"unknown value format {value_format!r} (one of {', '.join(VALUE_FORMATS)})")
-    return _write(schema(NOTIFICATION), _notification_record(event))
+    """A normalized event (events.normalize) -> the relay value, in single-object encoding (or JSON)."""
+    return _single_object(value_format).event(event, "")[0]
 
 
 def _notification_record(event: dict) -> dict:
@@ -401,3 +397,6 @@ def decode_event(data: bytes) -> dict:
     event["timestamp"] = _rfc3339(event["timestamp"])
     event["payload"] = _loads(event["payload"].encode())
     return event
+
+
+_SINGLE_OBJECT = {value_format: Encoder(value_format) for value_format in VALUE_FORMATS}
