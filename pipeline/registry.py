@@ -90,16 +90,25 @@ class Registry:
                 raise RegistryDown(f"{method} {path}: HTTP {exc.code} {message}") from None
             raise RegistryRefused(f"schema registry {mask_url(self.url)}: {method} {path}: HTTP {exc.code}: {message}",
                                   exc.code, message) from None
-        except ssl.SSLCertVerificationError as exc:
-            raise RegistryRefused(f"schema registry {mask_url(self.url)}: TLS certificate rejected: {exc.verify_message}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise RegistryDown(str(getattr(exc, "reason", exc))) from None
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):  # waiting will not fix it
+                raise RegistryRefused(f"schema registry {mask_url(self.url)}: TLS certificate rejected: "
+                                      f"{reason.verify_message}") from None
+            raise RegistryDown(str(reason)) from None
 
     def register(self, subject: str, s: codec.Schema) -> int:
         """The id of `s` under `subject`, registered if new; the subject's rule is set to BACKWARD
         first, so the registry checks this version against those before it."""
         path = f"/subjects/{quote(subject, safe='')}"
-        self._call("PUT", f"/config/{quote(subject, safe='')}", {"compatibility": COMPATIBILITY})
+        try:
+            self._call("PUT", f"/config/{quote(subject, safe='')}", {"compatibility": COMPATIBILITY})
+        except RegistryRefused as exc:
+            if exc.status not in (401, 403, 405):
+                raise
+            # a registry run by others may keep rules to its operators: theirs then applies
+            log.warning("schema registry %s: cannot set %s on %s (HTTP %d); its own rule applies",
+                        mask_url(self.url), COMPATIBILITY, subject, exc.status)
         try:
             answer = self._call("POST", f"{path}/versions", {"schema": s.text})
         except RegistryRefused as exc:
@@ -122,11 +131,11 @@ class Registry:
     def wait(self, deadline_s: float | None = None) -> None:
         """Until the registry answers; a registry that is down at start is waited for, with a log
         line per attempt so the wait shows."""
-        started, delay = time.monotonic(), 0.5
+        started, delay, failed = time.monotonic(), 0.5, False
         while True:
             try:
                 self._call("GET", "/subjects")
-                if time.monotonic() - started > 1:
+                if failed:
                     log.warning("schema registry %s: reachable again", mask_url(self.url))
                 return
             except RegistryDown as exc:
@@ -135,6 +144,7 @@ class Registry:
                     raise ConfigError(f"schema registry {mask_url(self.url)} unreachable for {waited:.0f} s: {exc}") from None
                 log.warning("schema registry %s not reachable (%s); waited %.0f s, retrying in %.1f s",
                             mask_url(self.url), exc, waited, delay)
+                failed = True
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
