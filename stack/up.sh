@@ -168,7 +168,7 @@ start_registry() {
   pid=$!
   echo "$pid" >"$STATE/registry.pid"
   for _ in $(seq 1 240); do
-    if listening "$REGISTRY_PORT" && curl -fsS -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7/subjects"; then
+    if http_ok "$REGISTRY_PORT" /apis/ccompat/v7/subjects; then
       say "schema registry: ready on http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7 (pid $pid)"; return
     fi
     kill -0 "$pid" 2>/dev/null || { tail -40 "$dir/registry.log"; rm -f "$STATE/registry.pid"; die "Apicurio exited during start"; }
