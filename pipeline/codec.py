@@ -97,6 +97,7 @@ def avro_dir() -> Path:
 
 _BY_NAME: dict[str, Schema] = {}
 _BY_FINGERPRINT: dict[bytes, Schema] = {}
+_BY_FULLNAME: dict[str, Schema] = {}  # record full name -> our schema, the reader of a registry id
 _LOADED_FROM: Path | None = None
 _LOADED_ENV: str | None = None
 
@@ -134,6 +135,7 @@ def _check_dir() -> Path:
         return _LOADED_FROM
     _BY_NAME.clear()
     _BY_FINGERPRINT.clear()
+    _BY_FULLNAME.clear()
     _LOADED_ENV = override
     _LOADED_FROM = avro_dir()
     return _LOADED_FROM
@@ -142,6 +144,7 @@ def _check_dir() -> Path:
 def _register(s: Schema) -> Schema:
     _BY_NAME[s.name] = s
     _BY_FINGERPRINT[s.fingerprint] = s
+    _BY_FULLNAME[s.fullname] = s
     return s
 
 
@@ -248,13 +251,15 @@ IDS = SchemaIds()  # the process's ids: what `Encoder` writes and the decoders b
 def _reader_for(writer: Schema) -> Schema:
     """Our schema for the record a writer's schema describes (same full name)."""
     directory = _check_dir()
-    for path in sorted(directory.glob("*.avsc")):
-        if path.stem not in _BY_NAME:
-            _register(_load(path))
-    for s in _BY_NAME.values():
-        if s.fullname == writer.fullname:
-            return s
-    raise CodecError(f"no Avro schema for record {writer.fullname!r} in {directory}")
+    found = _BY_FULLNAME.get(writer.fullname)
+    if found is None:  # not loaded yet
+        for path in sorted(directory.glob("*.avsc")):
+            if path.stem not in _BY_NAME:
+                _register(_load(path))
+        found = _BY_FULLNAME.get(writer.fullname)
+    if found is None:
+        raise CodecError(f"no Avro schema for record {writer.fullname!r} in {directory}")
+    return found
 
 
 def _registry_split(data: bytes) -> tuple[Schema, Schema]:
