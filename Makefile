@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# With AVRO_FRAMING=registry also the schema registry (Apicurio); `make down` stops what `make up` started.
 up:
 	@bash stack/up.sh
 

@@ -5,6 +5,12 @@ A value is ``C3 01`` + the schema's 8-byte CRC-64-AVRO fingerprint of its parsin
 json`` values are plain orjson documents; readers tell the two apart by the marker (no JSON text
 starts with byte C3).
 
+Registry framing (``--avro-framing registry``), for consumers of a schema registry (Kafka Connect,
+ksqlDB, Flink, kafka-ui): byte 0 + the schema's 4-byte big-endian registry id + the same Avro body.
+`SchemaIds` caches the ids; the I/O shell (``pipeline.registry``) gives it the calls that ask the
+registry on a miss, so the codec itself does no I/O. Decoders tell the framings apart by the first
+byte (C3 or 00; JSON starts with neither).
+
 Schemas are ``<repo>/avro/<name>.avsc``; ``PIPELINE_AVRO_DIR`` points elsewhere (e.g. in a
 container image where the package is installed without the repo).
 
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +33,12 @@ import orjson
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 __all__ = [
+    "FRAMINGS",
+    "IDS",
     "MAGIC",
+    "REGISTRY_MAGIC",
+    "Encoder",
+    "SchemaIds",
     "CodecError",
     "Schema",
     "avro_dir",
@@ -43,7 +54,10 @@ __all__ = [
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
+REGISTRY_MAGIC = b"\x00"
+REGISTRY_HEADER_LEN = 5
 VALUE_FORMATS = ("avro", "json")
+FRAMINGS = ("single-object", "registry")
 NOTIFICATION = "notification"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -66,6 +80,8 @@ class Schema:
     plain: Any  # the same without logical types: raw longs, for decode_event's own formatting
     canonical: str  # parsing canonical form
     fingerprint: bytes  # 8 bytes, CRC-64-AVRO, little-endian
+    text: str = ""  # the .avsc as compact JSON, defaults and docs kept: what a registry is given
+    fullname: str = ""  # namespace.name of the record
 
 
 def avro_dir() -> Path:
@@ -82,6 +98,7 @@ def avro_dir() -> Path:
 
 _BY_NAME: dict[str, Schema] = {}
 _BY_FINGERPRINT: dict[bytes, Schema] = {}
+_BY_FULLNAME: dict[str, Schema] = {}  # record full name -> our schema, the reader of a registry id
 _LOADED_FROM: Path | None = None
 _LOADED_ENV: str | None = None
 
@@ -101,9 +118,14 @@ def _load(path: Path) -> Schema:
         plain = fastavro.parse_schema(_strip_logical(raw))
     except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
         raise CodecError(f"cannot load Avro schema {path}: {exc}") from None
+    return _schema(path.stem, raw, parsed, plain)
+
+
+def _schema(name: str, raw: Any, parsed: Any, plain: Any) -> Schema:
     canonical = to_parsing_canonical_form(parsed)
     fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
-    return Schema(path.stem, parsed, plain, canonical, fp)
+    fullname = parsed.get("name", "") if isinstance(parsed, dict) else ""
+    return Schema(name, parsed, plain, canonical, fp, orjson.dumps(raw).decode(), fullname)
 
 
 def _check_dir() -> Path:
@@ -114,6 +136,7 @@ def _check_dir() -> Path:
         return _LOADED_FROM
     _BY_NAME.clear()
     _BY_FINGERPRINT.clear()
+    _BY_FULLNAME.clear()
     _LOADED_ENV = override
     _LOADED_FROM = avro_dir()
     return _LOADED_FROM
@@ -122,6 +145,7 @@ def _check_dir() -> Path:
 def _register(s: Schema) -> Schema:
     _BY_NAME[s.name] = s
     _BY_FINGERPRINT[s.fingerprint] = s
+    _BY_FULLNAME[s.fullname] = s
     return s
 
 
@@ -150,10 +174,10 @@ def _by_fingerprint(fp: bytes) -> Schema:
     return found
 
 
-def _write(s: Schema, record: dict) -> bytes:
+def _write(s: Schema, record: dict, prefix: bytes | None = None) -> bytes:
+    """The framing's prefix (single-object's by default) + the Avro binary body."""
     out = io.BytesIO()
-    out.write(MAGIC)
-    out.write(s.fingerprint)
+    out.write(MAGIC + s.fingerprint if prefix is None else prefix)
     fastavro.schemaless_writer(out, s.parsed, record)
     return out.getvalue()
 
@@ -164,11 +188,128 @@ def _split(data: bytes) -> Schema:
     return _by_fingerprint(bytes(data[2:HEADER_LEN]))
 
 
-def _read(s: Schema, data: bytes, plain: bool = False) -> dict:
+def _read(s: Schema, data: bytes, plain: bool = False, writer: Schema | None = None, start: int = HEADER_LEN) -> dict:
+    """The body after `start`; `writer` when it was written with another version of `s`."""
+    reader = s.plain if plain else s.parsed
     try:
-        return fastavro.schemaless_reader(io.BytesIO(data[HEADER_LEN:]), s.plain if plain else s.parsed, None)
-    except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
+        if writer is None or writer.canonical == s.canonical:
+            return fastavro.schemaless_reader(io.BytesIO(data[start:]), reader, None)
+        return fastavro.schemaless_reader(io.BytesIO(data[start:]), writer.plain if plain else writer.parsed, reader)
+    except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, SchemaResolutionError, ...
         raise CodecError(f"bad Avro body for schema {s.name!r}: {type(exc).__name__}: {exc}") from None
+
+
+# --- registry framing ----------------------------------------------------------------------------
+
+
+class SchemaIds:
+    """The ids of registry framing: which id each subject's schema has (to write), and which
+    schema each id names (to read). Filled by `learn`; on a miss it calls `register(subject,
+    schema) -> id` or `fetch(id) -> schema JSON text`, which the shell provides (each runs once
+    per subject or id, then the answer is cached)."""
+
+    def __init__(self, register: Callable[[str, Schema], int] | None = None,
+                 fetch: Callable[[int], str] | None = None) -> None:
+        self.register = register
+        self.fetch = fetch
+        self._by_subject: dict[str, int] = {}
+        self._writers: dict[int, Schema] = {}
+
+    def learn(self, subject: str, schema_id: int, s: Schema) -> None:
+        self._by_subject[subject] = schema_id
+        self._writers[schema_id] = s
+
+    def id_for(self, subject: str, s: Schema) -> int:
+        found = self._by_subject.get(subject)
+        if found is None:
+            if self.register is None:
+                raise CodecError(f"no schema registry to register subject {subject!r} with")
+            found = self.register(subject, s)
+            self.learn(subject, found, s)
+        return found
+
+    def writer(self, schema_id: int) -> Schema:
+        found = self._writers.get(schema_id)
+        if found is None:
+            if self.fetch is None:
+                raise CodecError(f"schema id {schema_id} is unknown here and no schema registry is set")
+            found = self._writers[schema_id] = parse_writer(self.fetch(schema_id), f"id {schema_id}")
+        return found
+
+
+def parse_writer(text: str, label: str) -> Schema:
+    """A writer's schema (from a registry, or an old .avsc) as a `Schema` to read its records."""
+    try:
+        raw = orjson.loads(text)
+        return _schema(label, raw, fastavro.parse_schema(raw), fastavro.parse_schema(_strip_logical(raw)))
+    except (ValueError, fastavro.schema.SchemaParseException) as exc:
+        raise CodecError(f"schema {label} is not an Avro schema: {exc}") from None
+
+
+IDS = SchemaIds()  # the process's ids: what `Encoder` writes and the decoders below read
+
+
+def _reader_for(writer: Schema) -> Schema:
+    """Our schema for the record a writer's schema describes (same full name)."""
+    directory = _check_dir()
+    found = _BY_FULLNAME.get(writer.fullname)
+    if found is None:  # not loaded yet
+        for path in sorted(directory.glob("*.avsc")):
+            if path.stem not in _BY_NAME:
+                _register(_load(path))
+        found = _BY_FULLNAME.get(writer.fullname)
+    if found is None:
+        raise CodecError(f"no Avro schema for record {writer.fullname!r} in {directory}")
+    return found
+
+
+def _registry_split(data: bytes) -> tuple[Schema, Schema]:
+    """A registry-framed value -> (our schema, the writer's)."""
+    if len(data) < REGISTRY_HEADER_LEN:
+        raise CodecError("registry-framed value shorter than its 5-byte header")
+    writer = IDS.writer(int.from_bytes(data[1:REGISTRY_HEADER_LEN], "big"))
+    return _reader_for(writer), writer
+
+
+class Encoder:
+    """How one process writes values: JSON, or Avro in single-object or registry framing (the
+    subject is ``<topic>-value``). Each call returns the value and its content-type header."""
+
+    def __init__(self, value_format: str = "avro", framing: str = "single-object", ids: SchemaIds | None = None) -> None:
+        if value_format not in VALUE_FORMATS:
+            raise ValueError(f"unknown value format {value_format!r} (one of {', '.join(VALUE_FORMATS)})")
+        if framing not in FRAMINGS:
+            raise ValueError(f"unknown Avro framing {framing!r} (one of {', '.join(FRAMINGS)})")
+        self.value_format = value_format
+        self.registry = value_format == "avro" and framing == "registry"
+        self.ids = ids or IDS
+        self._prefixes: dict[tuple[bytes, str], tuple[bytes, bytes]] = {}  # -> (prefix, content type)
+
+    def _prefix(self, s: Schema, topic: str) -> tuple[bytes, bytes]:
+        key = (s.fingerprint, topic)  # the fingerprint, not the name: PIPELINE_AVRO_DIR may change a schema
+        found = self._prefixes.get(key)
+        if found is None:
+            if self.registry:
+                schema_id = self.ids.id_for(f"{topic}-value", s)
+                found = (REGISTRY_MAGIC + schema_id.to_bytes(4, "big"),
+                         f"avro/binary; schema={s.name}; framing=registry; id={schema_id}".encode())
+            else:
+                found = (MAGIC + s.fingerprint, f"avro/binary; schema={s.name}; fingerprint={s.fingerprint.hex()}".encode())
+            self._prefixes[key] = found
+        return found
+
+    def value(self, schema_name: str, record: dict, topic: str) -> tuple[bytes, bytes]:
+        if self.value_format == "json":
+            return orjson.dumps(record), b"application/json"
+        s = schema(schema_name)
+        prefix, content_type = self._prefix(s, topic)
+        return _write(s, record, prefix), content_type
+
+    def event(self, event: dict, topic: str) -> tuple[bytes, bytes]:
+        """A normalized event -> (the relay value, its content type)."""
+        if self.value_format == "json":
+            return orjson.dumps(event), b"application/json"
+        return self.value(NOTIFICATION, _notification_record(event), topic)
 
 
 def encode(schema_name: str, record: dict) -> bytes:
@@ -177,17 +318,23 @@ def encode(schema_name: str, record: dict) -> bytes:
 
 
 def decode(data: bytes) -> tuple[str, dict]:
-    """A single-object value -> (schema name, record); the schema is found by fingerprint."""
+    """A single-object value (schema found by fingerprint) or a registry-framed one (by id) ->
+    (schema name, record)."""
+    if data[:1] == REGISTRY_MAGIC:
+        s, writer = _registry_split(data)
+        return s.name, _read(s, data, writer=writer, start=REGISTRY_HEADER_LEN)
     s = _split(data)
     return s.name, _read(s, data)
 
 
+def _single_object(value_format: str) -> Encoder:
+    found = _SINGLE_OBJECT.get(value_format)
+    return found if found is not None else Encoder(value_format)  # raises for an unknown format
+
+
 def encode_value(schema_name: str, record: dict, value_format: str = "avro") -> bytes:
-    if value_format == "avro":
-        return encode(schema_name, record)
-    if value_format == "json":
-        return orjson.dumps(record)
-    raise ValueError(f"unknown value format {value_format!r} (one of {', '.join(VALUE_FORMATS)})")
+    """A record -> its value in single-object encoding (or JSON); `Encoder` for registry framing."""
+    return _single_object(value_format).value(schema_name, record, "")[0]
 
 
 def _loads(data: bytes) -> Any:
@@ -198,8 +345,8 @@ def _loads(data: bytes) -> Any:
 
 
 def decode_value(data: bytes) -> dict:
-    """An Avro single-object or JSON value (auto-detected) -> record."""
-    if data[:2] == MAGIC:
+    """An Avro value in either framing, or a JSON value (auto-detected) -> record."""
+    if data[:2] == MAGIC or data[:1] == REGISTRY_MAGIC:
         return decode(data)[1]
     record = _loads(data)
     if not isinstance(record, dict):
@@ -226,28 +373,36 @@ def _rfc3339(micros: int) -> str:
 
 
 def encode_event(event: Mapping[str, Any], value_format: str = "avro") -> bytes:
-    """A normalized event (events.normalize) -> the relay value."""
-    if value_format == "json":
-        return orjson.dumps(event)
-    if value_format != "avro":
-        raise ValueError(f"unknown value format {value_format!r} (one of {', '.join(VALUE_FORMATS)})")
+    """A normalized event (events.normalize) -> the relay value, in single-object encoding (or JSON)."""
+    return _single_object(value_format).event(event, "")[0]
+
+
+def _notification_record(event: Mapping[str, Any]) -> dict:
     record = dict(event)
     record["timestamp"] = _micros(event["timestamp"])
     record["payload"] = orjson.dumps(event["payload"]).decode()
-    return _write(schema(NOTIFICATION), record)
+    return record
 
 
 def decode_event(data: bytes) -> dict:
-    """A relay value (Avro or JSON, auto-detected) -> the normalized event, payload parsed."""
-    if data[:2] != MAGIC:
+    """A relay value (Avro in either framing, or JSON, auto-detected) -> the normalized event,
+    payload parsed."""
+    if data[:1] == REGISTRY_MAGIC:
+        s, writer = _registry_split(data)
+        start = REGISTRY_HEADER_LEN
+    elif data[:2] == MAGIC:
+        s, writer, start = _split(data), None, HEADER_LEN
+    else:
         event = _loads(data)
         if not isinstance(event, dict):
             raise CodecError("JSON value is not an object")
         return event
-    s = _split(data)
     if s.name != NOTIFICATION:
         raise CodecError(f"value is a {s.name!r} record, not a notification")
-    event = _read(s, data, plain=True)
+    event = _read(s, data, plain=True, writer=writer, start=start)
     event["timestamp"] = _rfc3339(event["timestamp"])
     event["payload"] = _loads(event["payload"].encode())
     return event
+
+
+_SINGLE_OBJECT = {value_format: Encoder(value_format) for value_format in VALUE_FORMATS}

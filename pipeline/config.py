@@ -90,6 +90,8 @@ class Setting:
         raw = env(self.env) if self.env else None
         if raw is None:
             return list(self.default) if self.kind == "list" and self.default else self.default
+        if self.choices and raw not in self.choices:  # argparse checks a flag's choices, not its default
+            raise ConfigError(f"{self.env} {raw!r}: one of {', '.join(self.choices)}")
         if self.from_env is not None:
             return self.from_env(raw)
         if self.kind in ("switch", "toggle"):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from pipeline import codec
+from pipeline import codec, registry
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("PIPELINE_STACK_DIR", ROOT / ".stack"))
@@ -90,6 +90,10 @@ def main() -> int:
         return 1
     started_brokers = {p.name for p in STATE.glob("*.pid")} - pids_before
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    schemas = registry.from_env()  # AVRO_FRAMING=registry: the processes below read it too
+    if schemas is not None:
+        registry.attach(schemas, {})  # so this printer resolves the worker's schema ids
+        print(f"[run] Avro values in registry framing, schemas in {schemas.url}", flush=True)
 
     procs: dict[str, subprocess.Popen] = {}
     stop = asyncio.Event()

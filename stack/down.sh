@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Stop only the brokers up.sh started (by recorded pid); brokers found running are left alone.
-# Usage: down.sh [kafka] [rabbitmq]   (both when none is named)
+# Usage: down.sh [kafka] [rabbitmq] [registry]   (all three when none is named)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-stop_kafka() {
-  local f="$STATE/kafka.pid" pid
-  [ -f "$f" ] || { say "Kafka: not started by us, leaving it"; return; }
+# SIGTERM to a process this script's up.sh recorded, SIGKILL when it outlives $3 half-seconds.
+stop_pid() {
+  local name="$1" f="$STATE/$2.pid" tries="$3" pid
+  [ -f "$f" ] || { say "$name: not started by us, leaving it"; return; }
   pid="$(cat "$f")"
   if kill -0 "$pid" 2>/dev/null; then
-    say "Kafka: stopping pid $pid"
-    kill "$pid"   # SIGTERM runs the broker's controlled shutdown
-    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && { say "Kafka: still running after 60 s, killing"; kill -9 "$pid"; }
+    say "$name: stopping pid $pid"
+    kill "$pid"
+    for _ in $(seq 1 "$tries"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && { say "$name: still running after $((tries / 2)) s, killing"; kill -9 "$pid"; }
   fi
   rm -f "$f"
 }
+
+stop_kafka() { stop_pid Kafka kafka 120; }   # SIGTERM runs the broker's controlled shutdown
 
 stop_rabbitmq() {
   local f="$STATE/rabbitmq.pid" node pid
@@ -30,8 +33,13 @@ stop_rabbitmq() {
   rm -f "$f" "$STATE/rabbitmq.node"
 }
 
-for broker in "${@:-kafka rabbitmq}"; do
+stop_registry() { stop_pid "schema registry" registry 60; }
+
+for broker in "${@:-kafka rabbitmq registry}"; do
   for b in $broker; do
-    case "$b" in kafka) stop_kafka ;; rabbitmq) stop_rabbitmq ;; *) die "unknown broker $b (kafka, rabbitmq)" ;; esac
+    case "$b" in
+      kafka) stop_kafka ;; rabbitmq) stop_rabbitmq ;; registry) stop_registry ;;
+      *) die "unknown broker $b (kafka, rabbitmq, registry)" ;;
+    esac
   done
 done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Start the local Kafka (KRaft, 127.0.0.1:9092) and RabbitMQ (127.0.0.1:5672, guest/guest).
+# Start the local Kafka (KRaft, 127.0.0.1:9092) and RabbitMQ (127.0.0.1:5672, guest/guest), and
+# the schema registry (Apicurio, 127.0.0.1:8081) when asked for or when AVRO_FRAMING=registry.
 # Idempotent: a broker already listening on its port is reused and left alone by down.sh,
 # which stops only what this script started (recorded in .stack/*.pid).
-# Usage: up.sh [kafka] [rabbitmq]   (both when none is named)
+# Usage: up.sh [kafka] [rabbitmq] [registry]   (kafka and rabbitmq when none is named)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -123,10 +124,68 @@ CONF
   die "RabbitMQ did not become ready in 120 s"
 }
 
+# Apicurio Registry is a Quarkus fast-jar; its release is on Maven Central as a tar.gz. The
+# fetched version is recorded, so changing APICURIO_VERSION in lib.sh fetches the new one.
+registry_app() {
+  [ "$(cat "$APICURIO_DIR/.complete" 2>/dev/null)" = "$APICURIO_VERSION" ] && return
+  command -v mvn >/dev/null || die "Maven is needed to fetch Apicurio Registry (apt-get install maven)"
+  say "fetching Apicurio Registry $APICURIO_VERSION from Maven Central"
+  rm -rf "$APICURIO_DIR"; mkdir -p "$APICURIO_DIR"
+  mvn -B -q -Dstyle.color=never dependency:copy -Dmdep.useBaseVersion=true \
+      -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" -DoutputDirectory="$APICURIO_DIR" \
+    || die "could not fetch io.apicurio:apicurio-registry-app:$APICURIO_VERSION"
+  tar -xzf "$APICURIO_DIR"/apicurio-registry-app-*.tar.gz -C "$APICURIO_DIR" && rm -f "$APICURIO_DIR"/*.tar.gz
+  echo "$APICURIO_VERSION" >"$APICURIO_DIR/.complete"
+}
+
+# Apicurio 3 is built for Java 21 (class file 65); the default java may be 17 (Kafka's).
+registry_java() {
+  local candidate major
+  for candidate in ${REGISTRY_JAVA:-} java /usr/lib/jvm/temurin-25-jdk-amd64/bin/java /usr/lib/jvm/*/bin/java; do
+    command -v "$candidate" >/dev/null 2>&1 || continue
+    major="$("$candidate" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')"
+    [ "${major%%.*}" -ge 21 ] 2>/dev/null && { echo "$candidate"; return; }
+  done
+  die "Apicurio Registry needs Java 21 or newer (none found; set REGISTRY_JAVA to its java)"
+}
+
+start_registry() {
+  if listening "$REGISTRY_PORT"; then
+    say "schema registry: something already listens on 127.0.0.1:$REGISTRY_PORT, reusing it"; return
+  fi
+  registry_app
+  local java dir="$STATE/registry" pid
+  java="$(registry_java)"
+  mkdir -p "$dir"
+  say "schema registry: starting Apicurio $APICURIO_VERSION (log: $dir/registry.log)"
+  : >"$dir/registry.log"
+  # in-memory storage: the local registry forgets its schemas when stopped, and the processes
+  # register theirs again at start
+  (cd "$APICURIO_DIR" && exec setsid "$java" -Xms64m -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+       -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$REGISTRY_PORT" \
+       -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MANAGEMENT_PORT" \
+       -Dquarkus.log.console.color=false -jar quarkus-run.jar >>"$dir/registry.log" 2>&1 </dev/null) &
+  pid=$!
+  echo "$pid" >"$STATE/registry.pid"
+  for _ in $(seq 1 240); do
+    if http_ok "$REGISTRY_PORT" /apis/ccompat/v7/subjects; then
+      say "schema registry: ready on http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7 (pid $pid)"; return
+    fi
+    kill -0 "$pid" 2>/dev/null || { tail -40 "$dir/registry.log"; rm -f "$STATE/registry.pid"; die "Apicurio exited during start"; }
+    sleep 0.5
+  done
+  tail -40 "$dir/registry.log"; die "Apicurio did not become ready in 120 s"
+}
+
+default="kafka rabbitmq"
+[ "${AVRO_FRAMING:-}" = registry ] && default="$default registry"
 bash "$STACK/certs.sh"
 kafka_jars   # also when a running broker is reused: tests start private brokers from these jars
-for broker in "${@:-kafka rabbitmq}"; do
+for broker in "${@:-$default}"; do
   for b in $broker; do
-    case "$b" in kafka) start_kafka ;; rabbitmq) start_rabbitmq ;; *) die "unknown broker $b (kafka, rabbitmq)" ;; esac
+    case "$b" in
+      kafka) start_kafka ;; rabbitmq) start_rabbitmq ;; registry) start_registry ;;
+      *) die "unknown broker $b (kafka, rabbitmq, registry)" ;;
+    esac
   done
 done

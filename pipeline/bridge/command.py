@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from pipeline import codec, preflight
+from pipeline import codec, preflight, registry
 from pipeline.config import (
     AMQP,
     KAFKA,
@@ -20,7 +20,7 @@ from pipeline.config import (
 )
 
 from . import sink as sink_mod
-from .relay import MIN_PRIORITIES, BridgeSettings, install_signal_handlers, run_bridge
+from .relay import MIN_PRIORITIES, BridgeSettings, catalog_topics, deadletter_topic, install_signal_handlers, run_bridge
 from .sink import SinkSettings
 from .sources import (
     AmqpSettings,
@@ -47,6 +47,7 @@ SETTINGS: tuple[Group, ...] = (
         VALUE_FORMAT,
     )),
     KAFKA,
+    registry.SETTINGS,
     Group("Kafka producer and topics", (
         Setting("--topic-replication-factor", "TOPIC_REPLICATION_FACTOR",
                 "replication factor of topics the bridge creates", 1, int),
@@ -139,6 +140,7 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
         ),
         topic_prefix=args.topic_prefix,
         value_format=args.value_format,
+        avro_framing=args.avro_framing,
         min_priority=args.min_priority,
         max_in_flight=args.amqp_prefetch if amqp else args.max_in_flight,
         precreate_topics=args.precreate_topics,
@@ -183,10 +185,15 @@ def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Sour
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     source = source_from_args(args, settings)
+    schemas = registry.from_args(args)
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s bridge: %(message)s",
     )
+    if schemas is not None:  # every catalog family's subject now; a family seen later, on first sight
+        deadletter = deadletter_topic(settings.topic_prefix)
+        registry.attach(schemas, {f"{topic}-value": codec.NOTIFICATION
+                                  for topic in catalog_topics(settings.topic_prefix) if topic != deadletter})
     # aiokafka and aiormq log every retry with a traceback; our own lines say what happens
     for noisy in ("aiokafka", "aiormq", "aio_pika"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL if args.log_level != "debug" else logging.DEBUG)

@@ -90,6 +90,7 @@ class BridgeSettings:
     sink: SinkSettings
     topic_prefix: str = "notifications."
     value_format: str = "avro"
+    avro_framing: str = "single-object"
     min_priority: str = "debug"
     max_in_flight: int = 1000  # AMQP: the prefetch, so RabbitMQ itself stops sending
     precreate_topics: bool = True
@@ -131,11 +132,7 @@ class Relay:
         self.sink = sink
         self.deadletter_topic = deadletter_topic(settings.topic_prefix)
         self.min_rank = PRIORITY_RANK[settings.min_priority]
-        if settings.value_format == "avro":
-            fp = codec.schema(codec.NOTIFICATION).fingerprint.hex()
-            self.content_type = f"avro/binary; schema=notification; fingerprint={fp}".encode()
-        else:
-            self.content_type = b"application/json"
+        self.values = codec.Encoder(settings.value_format, settings.avro_framing)
         self.in_flight = 0
         self._space: asyncio.Future | None = None  # resolved when in_flight drops below the bound
         self._idle: asyncio.Future | None = None  # resolved when in_flight reaches 0
@@ -184,17 +181,17 @@ class Relay:
                     except TopicRefused as exc:
                         await self._deadletter(d, f"relay topic {topic} cannot be created: {exc}")
                         return
+                try:
+                    value, content_type = self.values.event(event, topic)
+                except Exception as exc:  # a value the schema cannot hold must not end the bridge
+                    await self._deadletter(d, f"cannot encode the event: {_one_line(exc)}")
+                    return
                 headers = (
                     ("event_type", event["event_type"].encode()),
                     ("message_id", event["message_id"].encode()),
                     ("priority", priority.encode()),
-                    ("content-type", self.content_type),
+                    ("content-type", content_type),
                 )
-                try:
-                    value = codec.encode_event(event, self.settings.value_format)
-                except Exception as exc:  # a value the schema cannot hold must not end the bridge
-                    await self._deadletter(d, f"cannot encode the event: {_one_line(exc)}")
-                    return
                 await self._produce(d, topic, value, events.relay_key(event), headers, False)
                 return
         await self._deadletter(d, reason)

@@ -165,15 +165,17 @@ class Processor:
         self.outbox: list[tuple[str, bytes | None, bytes, int | None, list | None, Any, bool]] = []
         self.output_topics = {kind: topic.get_topic_name() for kind, topic in rt.outputs.items()} \
             if hasattr(rt, "outputs") else {}
-        self.value_format = rt.settings.value_format
+        self.values = codec.Encoder(rt.settings.value_format, rt.settings.avro_framing)
         self.stale = True  # the watchdog must be rebuilt from the table before the next event
         self.guarded: dict[int, set[str]] = {}  # partition -> output ids already in Kafka
 
     # --- faust-facing ---------------------------------------------------------------------------
 
     def _send(self, kind: str, key: bytes, out: Output, partition: int) -> None:
-        value = codec.encode_value(kind, out.record, self.value_format)
-        self.outbox.append((self.output_topics[kind], key, value, partition, [("id", out.id.encode())], None, False))
+        topic = self.output_topics[kind]
+        value, content_type = self.values.value(kind, out.record, topic)
+        self.outbox.append((topic, key, value, partition, [("id", out.id.encode()), ("content-type", content_type)],
+                            None, False))
 
     def on_assigned(self, partitions: Iterable[int]) -> None:
         self.stale = True

@@ -53,6 +53,7 @@ class WorkerSettings:
     partitions: int = _default("--topic-partitions")
     replication: int = _default("--replication")
     value_format: str = _default("--value-format")
+    avro_framing: str = _default("--avro-framing")
     store: str = _default("--store")
     data_dir: str = _default("--data-dir")
     web_enabled: bool = not _default("--no-web")

@@ -10,7 +10,7 @@ import time
 
 import orjson
 
-from .. import catalog
+from .. import catalog, codec, registry
 from ..config import KAFKA, VALUE_FORMAT, ConfigError, Group, Setting, add_settings, kafka_client_kwargs
 from .models import Settings
 
@@ -36,6 +36,7 @@ def parse_deadlines(items: list[str]) -> dict[str, float]:
 
 SETTINGS: tuple[Group, ...] = (
     KAFKA,
+    registry.SETTINGS,
     Group("worker", (
         VALUE_FORMAT,
         Setting("--app-id", "WORKER_APP_ID", "faust app id: consumer group and table changelog prefix",
@@ -121,7 +122,7 @@ def settings_from_args(args: argparse.Namespace):
         bootstrap_servers=tuple(s.strip() for s in args.kafka_bootstrap_servers.split(",") if s.strip()),
         kafka={k: v for k, v in kafka_client_kwargs(args).items() if k != "bootstrap_servers"},
         topic_prefix=args.topic_prefix, output_prefix=args.output_prefix, partitions=args.topic_partitions,
-        replication=args.replication, value_format=args.value_format, store=args.store, data_dir=args.data_dir,
+        replication=args.replication, value_format=args.value_format, avro_framing=args.avro_framing, store=args.store, data_dir=args.data_dir,
         web_enabled=not args.no_web, web_host=args.web_host, web_port=args.web_port, web_bind=args.web_bind,
         lateness_s=args.lateness, replay_guard_s=args.replay_guard, rocksdb_cache_mb=args.rocksdb_cache_mb,
         stop_after=args.stop_after, loglevel=args.loglevel,
@@ -172,6 +173,12 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = settings_from_args(args)
+    schemas = registry.from_args(args)
+    if schemas is not None:
+        named = settings.topics
+        registry.attach(schemas, {f"{named.operations}-value": "operation", f"{named.node_state}-value": "node_state",
+                                  f"{named.alerts}-value": "alert"},
+                        reads={f"{topic}-value": codec.NOTIFICATION for topic in named.sources})
     partitions = topics.ensure(settings.client_kwargs(), settings.topics, settings.partitions, settings.replication)
     rt = create_app(settings, partitions)
     if settings.web_enabled:

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class PrivateStack:
     def __init__(self, state_dir: Path, name: str) -> None:
         base = free_block(10)
-        # Kafka B, its controller B+1, SASL_SSL B+2; RabbitMQ TLS B+4, AMQP B+5, distribution B+6
-        self.kafka_port, self.amqp_port = base, base + 5
+        # Kafka B, its controller B+1, SASL_SSL B+2; RabbitMQ TLS B+4, AMQP B+5, distribution B+6;
+        # schema registry B+7, its health port B+8
+        self.kafka_port, self.amqp_port, self.registry_port = base, base + 5, base + 7
         self.env = {
             **os.environ,
             "PIPELINE_STACK_DIR": str(state_dir),
@@ -26,6 +27,8 @@ class PrivateStack:
             "AMQP_PORT": str(self.amqp_port),
             "RABBITMQ_DIST_PORT": str(base + 6),
             "RABBITMQ_NODENAME": f"rabbit-{name}@localhost",
+            "REGISTRY_PORT": str(self.registry_port),
+            "REGISTRY_MANAGEMENT_PORT": str(base + 8),
         }
         self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
         self.amqp_url = f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/"
@@ -37,7 +40,7 @@ class PrivateStack:
             raise RuntimeError(f"stack/{script} {' '.join(brokers)} failed: {done.stdout}{done.stderr}")
 
     def start(self, *brokers: str) -> None:
-        """Start `kafka`, `rabbitmq`, or both when none is named."""
+        """Start `kafka`, `rabbitmq`, `registry`; kafka and rabbitmq when none is named."""
         self._run("up.sh", *brokers)
 
     def stop(self, *brokers: str) -> None:

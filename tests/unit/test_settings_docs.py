@@ -22,12 +22,11 @@ def test_the_settings_document_is_the_code_s() -> None:
 
 def test_a_changed_default_is_drift(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check above fails on a default changed in the code only (so it can fail)."""
-    group = worker_command.SETTINGS[2]
-    changed = tuple(
-        config.Setting(**{**s.__dict__, "default": 61.0}) if s.flag == "--lateness" else s for s in group.settings
-    )
-    monkeypatch.setattr(worker_command, "SETTINGS", (*worker_command.SETTINGS[:2], config.Group(group.title, changed),
-                                                     *worker_command.SETTINGS[3:]))
+    def changed(group: config.Group) -> config.Group:
+        return config.Group(group.title, tuple(
+            config.Setting(**{**s.__dict__, "default": 61.0}) if s.flag == "--lateness" else s for s in group.settings))
+
+    monkeypatch.setattr(worker_command, "SETTINGS", tuple(map(changed, worker_command.SETTINGS)))
     assert DOC.read_text() != config.settings_document()
 
 
