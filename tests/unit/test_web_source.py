@@ -52,7 +52,7 @@ def test_only_active_partitions_and_rescans_follow_changes() -> None:
     fold(rt.resources, B, 1, node_body(B, "power_set", "end", utc(50), power="power off", provision="available"))
     web = source.source_from_runtime(rt, scan_cache_s=0.0)
     asyncio.run(web.refresh())
-    assert web.nodes() == [{"uuid": A, "power_state": "power on", "provision_state": "active", "maintenance": False}]
+    assert web.nodes() == [{"uuid": A, "power_state": "power on", "provision_state": "active", "maintenance": False, "stuck": False}]
     assert web.expand(web.nodes()[0])["provision_changed_event"] == "baremetal.node.power_set.end"
     assert web.node(A)["open_operations"] == []
 
