@@ -33,6 +33,7 @@ class WorkerFigures:
     open_operations: Iterable[Mapping[str, Any]] = ()  # operation, missing_end_raised_at
     consumer_lag: Mapping[tuple[str, int], int] = field(default_factory=dict)
     newest_event: Mapping[str, float] = field(default_factory=dict)  # relay topic -> epoch seconds
+    loss: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # publisher -> {started, ended, missing, ...}
     counters: Iterable[tuple[str, str, float]] = ()  # (name without _total, help, value)
 
 
@@ -128,12 +129,24 @@ def pipeline_metrics(observations: Observations, figures: WorkerFigures) -> list
     )
     for topic, seconds in sorted(figures.newest_event.items()):
         newest.add_metric([topic], seconds)
+    # A gauge, not a counter: the counts live in the loss table and move with their partition to
+    # another worker on a rebalance; a counter falling on one pod would read as a reset to rate().
+    publishers = GaugeMetricFamily(
+        "pipeline_publisher_operations",
+        "Operations counted per publisher since the loss table began, by what happened "
+        "(started, ended, errors, missing, late, orphaned, superseded), on this worker's partitions",
+        labels=["publisher", "what"],
+    )
+    for publisher, counts in sorted(figures.loss.items()):
+        for what, n in sorted(counts.items()):
+            publishers.add_metric([publisher, what], n)
     extra = []
     for name, help_text, value in figures.counters:
         family = CounterMetricFamily(name, help_text)
         family.add_metric([], value)
         extra.append(family)
-    return [build, events, operations, durations, alerts, deadletters, open_ops, past, nodes, stuck, lag, newest, *extra]
+    return [build, events, operations, durations, alerts, deadletters, open_ops, past, nodes, stuck, lag, newest,
+            publishers, *extra]
 
 
 def newest_event_seconds(newest_us: Mapping[tuple[str, int], int], active: set[tuple[str, int]]) -> dict[str, float]:

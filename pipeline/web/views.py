@@ -245,6 +245,7 @@ class WebViews:
             open_operations=self.source.open_operations(),
             consumer_lag=self.lag(),
             newest_event=self.source.newest_events(),
+            loss=self.source.loss(),
             counters=self.extra_counters(),
         )
 

@@ -104,6 +104,13 @@ def test_newest_event_per_topic_counts_only_the_lanes_this_worker_owns() -> None
     assert got[("pipeline_relay_newest_event_timestamp_seconds", (("topic", "t.node"),))] == 30.0
 
 
+def test_loss_counts_per_publisher_are_gauges_of_the_owned_partitions() -> None:
+    loss = {"conductor-1": {"started": 10, "ended": 9, "missing": 1}, "glance-api-0": {"started": 2, "ended": 2}}
+    got = _samples(WorkerFigures(loss=loss), Observations())
+    assert got[("pipeline_publisher_operations", (("publisher", "conductor-1"), ("what", "missing")))] == 1
+    assert got[("pipeline_publisher_operations", (("publisher", "glance-api-0"), ("what", "started")))] == 2
+
+
 def test_promtool_finds_nothing_against_the_naming_rules() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -117,6 +124,7 @@ def test_promtool_finds_nothing_against_the_naming_rules() -> None:
         open_operations=[{"operation": POWER, "missing_end_raised_at": None}],
         consumer_lag={("t.node", 0): 3}, newest_event={"t.node": 1.0},
         counters=[("pipeline_relay_records", "Relay records read", 7)],
+        loss={"ironic-conductor.host1": {"started": 3, "missing": 1}},
     )
     registry = CollectorRegistry()
     registry.register(PipelineCollector(obs, lambda: figures))
