@@ -150,3 +150,13 @@ def test_recording_rules_read_exported_metrics_not_other_records() -> None:
     for rule in rules():
         if "record" in rule:
             assert not metric_names(str(rule["expr"])) & recorded, rule["record"]
+
+
+def test_the_docs_list_every_dashboard_panel_and_show_the_screenshot() -> None:
+    docs = (ROOT / "docs" / "monitoring.md").read_text()
+    for name, board in dashboards().items():
+        assert f"`uid: {board['uid']}`" in docs, name
+        for panel in panels(board):
+            if panel["type"] != "row":
+                assert f"| {panel['title']} |" in docs, f"docs/monitoring.md: no table row for {name}: {panel['title']!r}"
+    assert "](dashboard.png)" in docs and (ROOT / "docs" / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
