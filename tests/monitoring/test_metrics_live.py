@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring_objects import ROOT, all_expressions, exported_names, metric_names, promtool, recorded_names
-from pipeline.bench.procs import Names, delete_queues, delete_topics, start_bridge, start_worker
+from pipeline.bench.procs import Names, end_run, start_bridge, start_worker
 from pipeline.streams.topics import Topics
 from tests.support.ports import free_port
 
@@ -183,12 +183,7 @@ async def test_live_metrics_after_simulated_traffic(tmp_path) -> None:
             done = subprocess.run([promtool(), "check", "metrics"], input=_ours(text), capture_output=True, timeout=30)
             assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), (done.stdout + done.stderr).decode()
     finally:
-        await bridge.stop()
-        await worker.stop()
-        await delete_queues(AMQP_URL, [names.queue, *names.oslo_default_queues()])
-        await delete_topics(KAFKA, [f"bench-{names.run}.", names.app_id])
-        bridge.cleanup()
-        worker.cleanup()
+        await end_run(names, AMQP_URL, KAFKA, bridge, worker)
 
 
 async def test_two_workers_sum_to_the_fleet_across_a_rebalance(tmp_path) -> None:
@@ -223,11 +218,4 @@ async def test_two_workers_sum_to_the_fleet_across_a_rebalance(tmp_path) -> None
               f"workers; nodes per worker {owned} sum to {matched} in /api/nodes; relay records read per worker "
               f"{relay_read}")
     finally:
-        await bridge.stop()
-        for proc in workers:
-            await proc.stop()
-        await delete_queues(AMQP_URL, [names.queue, *names.oslo_default_queues()])
-        await delete_topics(KAFKA, [f"bench-{names.run}.", names.app_id])
-        bridge.cleanup()
-        for proc in workers:
-            proc.cleanup()
+        await end_run(names, AMQP_URL, KAFKA, bridge, *workers)

@@ -31,7 +31,8 @@ KINDS = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
 @functools.cache
 def schemas() -> dict[tuple[str, str], Any]:
     """(apiVersion, kind) -> strict JSON schema of the prometheus-operator CRDs, as k8s_render
-    builds them for Strimzi's: unknown fields refused, only served versions."""
+    builds them for Strimzi's: unknown fields refused, only served versions. (A copy of that loop
+    until k8s_render validates every custom kind against the CRDs in .stack/k8s-crds/.)"""
     files = sorted(CRDS_DIR.glob("prometheus-operator-*-crd.yaml"))
     if len(files) < len(KINDS):
         subprocess.run(["bash", str(Path(__file__).with_name("tools.sh"))], check=False, timeout=900)
