@@ -28,10 +28,12 @@ down:
 run: $(STAMP)
 	$(PY) -m pipeline.demo
 
-# Test-only tools: kustomize for the manifest tests, Debian's chromium for the dashboard test.
+# Test-only tools: kustomize for the manifest tests, Debian's chromium for the dashboard test,
+# promtool and the prometheus-operator CRDs for the monitoring tests.
 tools:
 	@bash tests/k8s/tools.sh
 	@bash stack/chromium.sh
+	@bash tests/monitoring/tools.sh
 
 test: $(STAMP) tools up
 	$(PY) -m pytest -q tests

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Names", "Proc", "RecordCounter", "count_records", "delete_queues", "delete_topics", "proc_status_mb", "start_bridge", "start_worker"]
+__all__ = ["Names", "Proc", "RecordCounter", "count_records", "delete_queues", "delete_topics", "end_run", "proc_status_mb", "start_bridge", "start_worker"]
 
 
 def proc_status_mb(pid: int, key: str) -> float | None:
@@ -179,6 +179,17 @@ async def delete_queues(amqp_url: str, queues: Iterable[str]) -> None:
                     await channel.close()
     finally:
         await connection.close()
+
+
+async def end_run(names: Names, amqp_url: str, bootstrap: str, *procs: Proc) -> None:
+    """Stop a run's processes, delete what it created on the brokers (its queue, the queues oslo
+    declared, its topics and faust's), and remove the processes' logs."""
+    for proc in procs:
+        await proc.stop()
+    await delete_queues(amqp_url, [names.queue, *names.oslo_default_queues()])
+    await delete_topics(bootstrap, [f"bench-{names.run}.", names.app_id])
+    for proc in procs:
+        proc.cleanup()
 
 
 class RecordCounter:

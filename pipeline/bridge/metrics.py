@@ -2,13 +2,21 @@
 
 Metric objects are module globals so that several bridges run in one process (the benchmark) share
 them instead of failing on a second registration; counts then add up across runs.
+
+Names follow Prometheus' rules, as the worker's do (docs/monitoring.md): base units in the name,
+counters end in `_total` (prometheus_client appends it), `pipeline_build_info` names the version.
+The gauges read the relay's own fields at scrape time: nothing is done per message for them.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable
+import platform
+import time
+from typing import Any, Iterable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from pipeline import __version__
 
 log = logging.getLogger("pipeline.bridge")
 
@@ -21,6 +29,10 @@ PRODUCER_RENEWALS = Counter("bridge_producer_renewals",
                             "producers replaced after Kafka lost their sequence state")
 TOPICS_CREATED = Counter("bridge_topics_created", "topics the bridge created")
 IN_FLIGHT = Gauge("bridge_in_flight_deliveries", "deliveries received and not yet settled")
+LAST_ACK = Gauge("bridge_last_ack_timestamp_seconds",
+                 "Unix time Kafka last acknowledged a record of this bridge (its start before the first)")
+BUILD_INFO = Gauge("pipeline_build_info", "Always 1: the version of this process", ["component", "version", "python"])
+BUILD_INFO.labels("bridge", __version__, platform.python_version()).set(1)
 PRODUCE_LATENCY = Histogram(
     "bridge_produce_latency_seconds",
     "from handing a record to the producer to Kafka's acknowledgement",
@@ -28,9 +40,13 @@ PRODUCE_LATENCY = Histogram(
 )
 
 
-def track_in_flight(read: Callable[[], float]) -> None:
-    """The in-flight gauge reads the relay's counter at scrape time: nothing to do per message."""
-    IN_FLIGHT.set_function(read)
+def track(relay: Any, reason_classes: Iterable[str] = ()) -> None:
+    """Point the gauges at `relay` (its `in_flight` count and `last_ack`, a perf_counter time), and
+    create the dead-letter series at 0, so that Prometheus' increase() sees the first dead letter."""
+    IN_FLIGHT.set_function(lambda: relay.in_flight)
+    LAST_ACK.set_function(lambda: time.time() - (time.perf_counter() - relay.last_ack))
+    for reason in reason_classes:
+        DEADLETTERED.labels(reason)
 
 
 def serve(port: int, addr: str = "127.0.0.1"):

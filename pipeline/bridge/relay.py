@@ -76,6 +76,9 @@ _REASON_CLASSES = (
 )
 
 
+REASON_CLASSES = tuple(dict.fromkeys([cls for _, cls in _REASON_CLASSES] + ["bad_message"]))
+
+
 def reason_class(reason: str) -> str:
     for needle, cls in _REASON_CLASSES:
         if needle in reason:
@@ -465,7 +468,7 @@ async def run_bridge(settings: BridgeSettings, source: Source, stop: asyncio.Eve
         if settings.precreate_topics:
             topics = catalog_topics(settings.topic_prefix) + list(settings.extra_topics)
         await sink.ensure_topics(topics)
-        metrics.track_in_flight(lambda: relay.in_flight)
+        metrics.track(relay, REASON_CLASSES)
         server = metrics.serve(settings.metrics_port, settings.metrics_addr)
         if on_ready is not None:
             on_ready(relay)

@@ -1,47 +1,60 @@
 """/metrics: faust's own sensor metrics (faust.sensors.prometheus) plus ours, in Prometheus text.
 
 Each app gets its own CollectorRegistry, so two apps in one process (tests) do not collide on metric
-names. Our figures are read when scraped (a custom collector) from the worker's Observations and the
-consumer's positions, so the agents pay nothing per event beyond the counters they already keep.
+names. Our figures are read when scraped (a custom collector) from the worker's Observations, its
+table index, the watchdog's clocks and the consumer's positions, so the agents pay nothing per event
+beyond the counters they already keep. Names follow Prometheus' rules (base units in the name,
+counters end in `_total`, no label per UUID); docs/monitoring.md lists them with the alerts.
 """
 
 from __future__ import annotations
 
+import platform
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pipeline import __version__
 from pipeline.web.observe import Observations
+from pipeline.web.queries import ALERT_TYPES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+@dataclass(frozen=True)
+class WorkerFigures:
+    """What one scrape reads from the worker's state, for this worker's active partitions only: a
+    partition counts on the worker that owns it now, so a PromQL `sum` over workers is the fleet."""
+
+    nodes: Iterable[Mapping[str, Any]] = ()  # power_state, provision_state, maintenance, stuck
+    open_operations: Iterable[Mapping[str, Any]] = ()  # operation, missing_end_raised_at
+    consumer_lag: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    newest_event: Mapping[str, float] = field(default_factory=dict)  # relay topic -> epoch seconds
+    loss: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # publisher -> {started, ended, missing, ...}
+    counters: Iterable[tuple[str, str, float]] = ()  # (name without _total, help, value)
+
+
 class PipelineCollector(Collector):
-    def __init__(
-        self,
-        observations: Observations,
-        open_operations: Callable[[], Mapping[str, int]],
-        consumer_lag: Callable[[], Mapping[tuple[str, int], int]],
-        counters: Callable[[], Iterable[tuple[str, str, float]]] = lambda: (),
-    ) -> None:
+    def __init__(self, observations: Observations, figures: Callable[[], WorkerFigures]) -> None:
         self.observations = observations
-        self.open_operations = open_operations
-        self.consumer_lag = consumer_lag
-        self.counters = counters
+        self.figures = figures
 
     def collect(self) -> Iterator[Metric]:
-        return iter(pipeline_metrics(self.observations, self.open_operations(), self.consumer_lag(), self.counters()))
+        return iter(pipeline_metrics(self.observations, self.figures()))
 
 
-def pipeline_metrics(
-    observations: Observations,
-    open_operations: Mapping[str, int],
-    consumer_lag: Mapping[tuple[str, int], int],
-    counters: Iterable[tuple[str, str, float]] = (),
-) -> list[Metric]:
+def _state(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def pipeline_metrics(observations: Observations, figures: WorkerFigures) -> list[Metric]:
     """Our metric families from plain figures (pure, so the unit tests read them directly)."""
+    build = GaugeMetricFamily("pipeline_build_info", "Always 1: the version of this process",
+                              labels=["component", "version", "python"])
+    build.add_metric(["worker", __version__, platform.python_version()], 1)
     events = CounterMetricFamily("pipeline_events", "Notifications processed, by event type", labels=["event_type"])
     for event_type, n in sorted(observations.events_by_type.items()):
         events.add_metric([event_type], n)
@@ -50,27 +63,100 @@ def pipeline_metrics(
     )
     for (operation, outcome), n in sorted(observations.operations_by_outcome.items()):
         operations.add_metric([operation, outcome], n)
+    durations = HistogramMetricFamily(
+        "pipeline_operation_duration_seconds",
+        "Event-time duration of finished operations (start to end or error), by operation and outcome",
+        labels=["operation", "outcome"],
+    )
+    for (operation, outcome), histogram in sorted(observations.duration_histograms.items()):
+        durations.add_metric([operation, outcome], histogram.cumulative(), histogram.sum)
     alerts = CounterMetricFamily("pipeline_alerts", "Alerts raised, by type", labels=["type"])
-    for alert_type, n in sorted(observations.alerts_by_type.items()):
-        alerts.add_metric([alert_type], n)
+    # every known type from 0 on, so that increase() over a window sees the first alert of a type
+    for alert_type in sorted(set(ALERT_TYPES) | set(observations.alerts_by_type)):
+        alerts.add_metric([alert_type], observations.alerts_by_type.get(alert_type, 0))
     deadletters = CounterMetricFamily("pipeline_deadletters", "Relay records sent to the dead-letter topic")
     deadletters.add_metric([], observations.deadletters)
+
+    open_counts: dict[str, list[int]] = {}  # operation -> [open, past deadline]
+    for op in figures.open_operations:
+        row = open_counts.setdefault(str(op.get("operation")), [0, 0])
+        row[0] += 1
+        row[1] += op.get("missing_end_raised_at") is not None
     open_ops = GaugeMetricFamily(
         "pipeline_open_operations", "Operations started and not ended, on this worker's partitions", labels=["operation"]
     )
-    for operation, n in sorted(open_operations.items()):
-        open_ops.add_metric([operation], n)
+    past = GaugeMetricFamily(
+        "pipeline_operations_past_deadline",
+        "Open operations whose deadline passed without an end (a missing_end alert was raised)",
+        labels=["operation"],
+    )
+    for operation, (n_open, n_past) in sorted(open_counts.items()):
+        open_ops.add_metric([operation], n_open)
+        past.add_metric([operation], n_past)
+
+    node_counts: dict[tuple[str, str, str], int] = {}
+    stuck_counts: dict[str, int] = {}
+    for node in figures.nodes:
+        provision = _state(node.get("provision_state"))
+        key = (_state(node.get("power_state")), provision, "true" if node.get("maintenance") else "false")
+        node_counts[key] = node_counts.get(key, 0) + 1
+        if node.get("stuck"):
+            stuck_counts[provision] = stuck_counts.get(provision, 0) + 1
+    nodes = GaugeMetricFamily(
+        "pipeline_nodes", "Nodes by power state, provision state and maintenance, on this worker's partitions",
+        labels=["power_state", "provision_state", "maintenance"],
+    )
+    for labels, n in sorted(node_counts.items()):
+        nodes.add_metric(list(labels), n)
+    stuck = GaugeMetricFamily(
+        "pipeline_nodes_stuck",
+        "Nodes still in the transitional provision state a stuck_state alert was raised for",
+        labels=["provision_state"],
+    )
+    for provision, n in sorted(stuck_counts.items()):
+        stuck.add_metric([provision], n)
+
     lag = GaugeMetricFamily(
         "pipeline_consumer_lag", "Records not yet processed, per source partition", labels=["topic", "partition"]
     )
-    for (topic, partition), n in sorted(consumer_lag.items()):
+    for (topic, partition), n in sorted(figures.consumer_lag.items()):
         lag.add_metric([topic, str(partition)], n)
+    newest = GaugeMetricFamily(
+        "pipeline_relay_newest_event_timestamp_seconds",
+        "Event time (the notification's own timestamp) of the newest event read, per relay topic, "
+        "over this worker's partitions",
+        labels=["topic"],
+    )
+    for topic, seconds in sorted(figures.newest_event.items()):
+        newest.add_metric([topic], seconds)
+    # A gauge, not a counter: the counts live in the loss table and move with their partition to
+    # another worker on a rebalance; a counter falling on one pod would read as a reset to rate().
+    publishers = GaugeMetricFamily(
+        "pipeline_publisher_operations",
+        "Operations counted per publisher since the loss table began, by what happened "
+        "(started, ended, errors, missing, late, orphaned, superseded), on this worker's partitions",
+        labels=["publisher", "what"],
+    )
+    for publisher, counts in sorted(figures.loss.items()):
+        for what, n in sorted(counts.items()):
+            publishers.add_metric([publisher, what], n)
     extra = []
-    for name, help_text, value in counters:
+    for name, help_text, value in figures.counters:
         family = CounterMetricFamily(name, help_text)
         family.add_metric([], value)
         extra.append(family)
-    return [events, operations, alerts, deadletters, open_ops, lag, *extra]
+    return [build, events, operations, durations, alerts, deadletters, open_ops, past, nodes, stuck, lag, newest,
+            publishers, *extra]
+
+
+def newest_event_seconds(newest_us: Mapping[tuple[str, int], int], active: set[tuple[str, int]]) -> dict[str, float]:
+    """Per relay topic, the newest event time (µs per lane, the watchdog's clock) over the lanes in
+    `active`, in epoch seconds: lanes this worker no longer owns are left out."""
+    out: dict[str, float] = {}
+    for (topic, partition), micros in newest_us.items():
+        if (topic, partition) in active and micros:
+            out[topic] = max(out.get(topic, 0.0), micros / 1e6)
+    return out
 
 
 def new_registry(app: Any | None, collector: Collector) -> CollectorRegistry:

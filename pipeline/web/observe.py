@@ -3,7 +3,8 @@ operation outcome and by alert type, and per source partition the duration sketc
 
 The stream agents call `event`, `operation`, `alert` and `deadletter` as they process; these are plain
 method calls on plain data (no faust, no I/O), so the agents' hot path pays a dict increment and a
-bucket increment. Nothing here is a faust table. Durations and recent alerts are kept per source
+bucket increment. `operation` is called once per published operation record, not per event, and
+also feeds the Prometheus duration histogram (`DURATION_BUCKETS_S`). Nothing here is a faust table. Durations and recent alerts are kept per source
 partition, so that when a partition moves to another worker the old owner drops its share and the new
 owner reloads it from the output topics (`history.py`): the fleet-wide merge counts every operation
 once. The counters are this process's totals since it started, which is what Prometheus expects of a
@@ -12,15 +13,48 @@ counter.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from aiokafka.partitioner import murmur2
+from prometheus_client.utils import floatToGoString
 
+from pipeline.catalog import OPERATIONS
 from pipeline.web.sketch import DurationSketch
 
 DEFAULT_RECENT_ALERTS = 1000
+
+# Upper bounds (seconds) of pipeline_operation_duration_seconds: a 1-2.5-5 ladder from 1 s to 4 h,
+# plus every catalog deadline within it, so "ended after its deadline" is a bucket boundary
+# (histogram_quantile and le="300" answer it exactly for power_set's 300 s). Task deadlines (a day)
+# fall in +Inf: Glance import tasks are rare and their duration is not what operators graph.
+_LADDER_S = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+DURATION_BUCKETS_S: tuple[float, ...] = tuple(sorted(
+    {float(b) for b in _LADDER_S} | {d for d in OPERATIONS.values() if d <= _LADDER_S[-1]}))
+
+
+class DurationHistogram:
+    """Prometheus histogram data of one (operation, outcome): per-bucket counts (not cumulative, the
+    last one is +Inf) and the sum of seconds. Never reset: Prometheus computes rates from it."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS_S) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(DURATION_BUCKETS_S, seconds)] += 1  # le: a value on a bound is in it
+        self.sum += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        buckets, total = [], 0
+        for bound, n in zip((*DURATION_BUCKETS_S, float("inf")), self.counts):
+            total += n
+            buckets.append((floatToGoString(bound), total))  # "1.0", "+Inf": as prometheus_client spells le
+        return buckets
 
 
 def epoch_seconds(value: Any) -> float | None:
@@ -63,6 +97,8 @@ class Observations:
         self.operations_by_outcome: dict[tuple[str, str], int] = {}
         self.alerts_by_type: dict[str, int] = {}
         self.deadletters = 0
+        # (operation, outcome) -> histogram of the records with a duration (superseded ones have none)
+        self.duration_histograms: dict[tuple[str, str], DurationHistogram] = {}
         self.sketches: dict[int, DurationSketch] = {}
         self.alerts: dict[int, deque[dict[str, Any]]] = {}
         # while a partition's history loads: ids the agent reported meanwhile, so none counts twice
@@ -88,6 +124,12 @@ class Observations:
         outcome = str(record.get("outcome"))
         key = (operation, outcome)
         self.operations_by_outcome[key] = self.operations_by_outcome.get(key, 0) + 1
+        duration_ms = record.get("duration_ms")
+        if duration_ms is not None:
+            histogram = self.duration_histograms.get(key)
+            if histogram is None:
+                histogram = self.duration_histograms[key] = DurationHistogram()
+            histogram.observe(duration_ms / 1000.0)
         self._sketch_operation(record, self.partition_of(record) if partition is None else partition)
 
     def alert(self, record: Mapping[str, Any], partition: int | None = None) -> None:

@@ -60,10 +60,10 @@ class _Entry:
     The record itself is not kept (a hash tells whether it changed), so the index costs about 200
     bytes per node, not a copy of the table."""
 
-    __slots__ = ("digest", "partition", "uuid", "power", "provision", "maintenance", "ops")
+    __slots__ = ("digest", "partition", "uuid", "power", "provision", "maintenance", "stuck", "ops")
 
     def __init__(self, uuid: str, raw: bytes, digest: int) -> None:
-        from pipeline.streams import state
+        from pipeline.streams import nodes, state
 
         st = orjson.loads(raw)
         self.digest = digest
@@ -76,13 +76,16 @@ class _Entry:
             self.power = fields.get("power_state")
             self.provision = fields.get("provision_state")
             self.maintenance = fields.get("maintenance")
+            # stuck: a stuck_state alert was raised for the transitional state the node is still in
+            since = nodes.in_transition_since(node)
+            self.stuck = since is not None and node.get("x") == since
         self.ops: list[dict] | None = (
             [state.as_json(op) for op in state.open_operations(uuid, raw)] if st.get("ops") else None
         )
 
     def light(self) -> dict:
         return {"uuid": self.uuid, "power_state": self.power, "provision_state": self.provision,
-                "maintenance": self.maintenance}
+                "maintenance": self.maintenance, "stuck": self.stuck}
 
 
 class TableIndex:
@@ -148,6 +151,21 @@ def active_partitions(app: Any, changelog_topic: str) -> set[int]:
         return set()
 
 
+def newest_events(app: Any, processor: Any) -> Mapping[str, float]:
+    """Per relay topic, the newest event time this worker read on the partitions it owns now (the
+    watchdog's per-lane clocks, read at scrape time)."""
+    from pipeline.web.metrics import newest_event_seconds
+
+    watchdog = getattr(processor, "watchdog", None)
+    if watchdog is None:
+        return {}
+    try:
+        active = {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()}
+    except Exception:  # before the first assignment
+        return {}
+    return newest_event_seconds(dict(watchdog.newest), active)
+
+
 def source_from_runtime(rt: Any, scan_cache_s: float = 2.0) -> WebSource:
     """A WebSource over the stream agents' `Runtime` (pipeline.streams.app)."""
     from pipeline.streams import state
@@ -189,6 +207,7 @@ def source_from_runtime(rt: Any, scan_cache_s: float = 2.0) -> WebSource:
         source_topics=tuple(rt.topic_names.sources),
         expand=expand,
         refresh=index.refresh,
+        newest_events=lambda: newest_events(app, getattr(rt, "processor", None)),
     )
 
 

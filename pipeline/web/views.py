@@ -28,7 +28,9 @@ from aiokafka.partitioner import murmur2
 from yarl import URL
 
 from pipeline.web import queries
-from pipeline.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, PipelineCollector, consumer_lag, new_registry, render
+from pipeline.web.metrics import (
+    CONTENT_TYPE as METRICS_CONTENT_TYPE, PipelineCollector, WorkerFigures, consumer_lag, new_registry, render,
+)
 from pipeline.web.observe import Observations
 from pipeline.web.queries import BadRequest
 from pipeline.web.sketch import DurationSketch, merged
@@ -54,6 +56,7 @@ class WebSource:
     source_topics: Iterable[str] | None = None  # for consumer lag; None: every active non-changelog topic
     expand: Callable[[dict], dict] = lambda node: node  # a listed node -> its full record (nodes() may be light)
     refresh: Callable[[], Awaitable[None]] | None = None  # brings nodes()/open_operations() up to date
+    newest_events: Callable[[], Mapping[str, float]] = dict  # relay topic -> newest event time read (epoch s)
 
 
 @dataclass
@@ -194,7 +197,7 @@ class WebViews:
         self.peers = _Peers(app)
         self.extra_counters: Callable[[], Iterable[tuple[str, str, float]]] = lambda: ()
         self.history: Any = None  # the HistoryLoader, when the worker's output topics are known
-        self.collector = PipelineCollector(observations, self.open_operation_counts, self.lag, lambda: self.extra_counters())
+        self.collector = PipelineCollector(observations, self.figures)
         self.registry = new_registry(app, self.collector)
         self.dashboard = (STATIC / "dashboard.html").read_bytes()
 
@@ -234,6 +237,17 @@ class WebViews:
 
     def lag(self) -> dict[tuple[str, int], int]:
         return consumer_lag(self.app, self.source.source_topics)
+
+    def figures(self) -> WorkerFigures:
+        """What /metrics reads at scrape time (after `refreshed`)."""
+        return WorkerFigures(
+            nodes=self.source.nodes(),
+            open_operations=self.source.open_operations(),
+            consumer_lag=self.lag(),
+            newest_event=self.source.newest_events(),
+            loss=self.source.loss(),
+            counters=self.extra_counters(),
+        )
 
     # ---- fan-out -----------------------------------------------------------------------------------
 

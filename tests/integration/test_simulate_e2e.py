@@ -13,13 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from pipeline import codec
-from pipeline.bench.procs import (
-    Names,
-    delete_queues,
-    delete_topics,
-    start_bridge,
-    start_worker,
-)
+from pipeline.bench.procs import Names, end_run, start_bridge, start_worker
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -82,9 +76,4 @@ async def test_missing_end_alerts_are_the_dropped_ends(tmp_path) -> None:
             f"{len(extra)} missing_end alerts for operations that ended, e.g. {sorted(extra)[:3]}; "
             f"alert kinds {kinds}")
     finally:
-        await bridge.stop()
-        await worker.stop()
-        await delete_queues(AMQP_URL, [names.queue, *names.oslo_default_queues()])
-        await delete_topics(KAFKA, [f"bench-{names.run}.", names.app_id])
-        bridge.cleanup()
-        worker.cleanup()
+        await end_run(names, AMQP_URL, KAFKA, bridge, worker)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from k8s_render import OVERLAYS, Rendered, render
+
+from tests.support.k8s import OVERLAYS, Rendered, render
 
 
 @pytest.fixture(params=OVERLAYS)

@@ -34,9 +34,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
-from k8s_render import ROOT, Obj, Rendered, render
 
 from tests.support.eventually import eventually
+from tests.support.k8s import ROOT, Obj, Rendered, render
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration

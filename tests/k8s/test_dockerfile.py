@@ -10,7 +10,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 
-from k8s_render import OVERLAYS, ROOT, Rendered, render
+from tests.support.k8s import OVERLAYS, ROOT, Rendered, render
 
 DOCKERFILE = ROOT / "Dockerfile"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_render import OVERLAYS, ROOT, render_text
+
+from tests.support.k8s import OVERLAYS, ROOT, render_text
 
 LINT = ROOT / ".stack" / "lint-venv" / "bin"
 ACCEPTED = yaml.safe_load((Path(__file__).parent / "accepted-findings.yaml").read_text())

@@ -10,9 +10,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-
-from k8s_render import K8S, KUBERNETES_VERSIONS, OVERLAYS, kustomize_command, render
 from test_manifests import names_read_by_the_code
+
+from tests.support.k8s import K8S, KUBERNETES_VERSIONS, OVERLAYS, kustomize_command, render
 
 COMPONENT = K8S / "components" / "schema-registry"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import avro.io
@@ -57,7 +57,7 @@ def test_apache_avro_reads_what_fastavro_wrote(event):
     expected["payload"] = orjson.dumps(event["payload"]).decode()
     ts = record.pop("timestamp")
     assert isinstance(ts, datetime) and ts.tzinfo is not None
-    assert ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ") == expected.pop("timestamp")
+    assert ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") == expected.pop("timestamp")
     assert record == expected
     assert orjson.loads(record["payload"]) == event["payload"]
 
@@ -90,7 +90,7 @@ def test_string_payload_is_json_text():
 
 def test_encode_value_and_decode_value_generic():
     event = events.normalize(RESEARCH[0])
-    record = dict(event, timestamp=datetime(2026, 1, 1, tzinfo=timezone.utc), payload="{}")
+    record = dict(event, timestamp=datetime(2026, 1, 1, tzinfo=UTC), payload="{}")
     value = codec.encode_value("notification", record)
     assert codec.decode_value(value)["timestamp"] == record["timestamp"]
     assert orjson.loads(codec.encode_value("notification", {"a": 1}, "json")) == {"a": 1}

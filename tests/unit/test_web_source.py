@@ -48,7 +48,7 @@ def test_only_active_partitions_and_rescans_follow_changes() -> None:
     fold(rt.resources, B, 1, node_body(B, "power_set", "end", utc(50), power="power off", provision="available"))
     web = source.source_from_runtime(rt, scan_cache_s=0.0)
     asyncio.run(web.refresh())
-    assert web.nodes() == [{"uuid": A, "power_state": "power on", "provision_state": "active", "maintenance": False}]
+    assert web.nodes() == [{"uuid": A, "power_state": "power on", "provision_state": "active", "maintenance": False, "stuck": False}]
     assert web.expand(web.nodes()[0])["provision_changed_event"] == "baremetal.node.power_set.end"
     assert web.node(A)["open_operations"] == []
 
@@ -86,3 +86,28 @@ def test_loss_per_publisher_from_active_partitions() -> None:
         rt.loss[state.loss_key(partition, publisher, "baremetal.node.deploy")] = orjson.dumps(counts)
     web = source.source_from_runtime(rt)
     assert web.loss() == {"c1": {"started": 4, "missing": 1}, "c2": {"started": 2, "ended": 2}}
+
+
+def test_a_node_is_stuck_while_it_stays_in_the_state_its_stuck_alert_was_for() -> None:
+    rt = runtime({0})
+    event = events.normalize(node_body(A, "provision_set", "success", utc(50), power="power on",
+                                       provision="deploying"), topic_prefix="t.")
+    res = operations.on_event(None, event, micros(event["timestamp"]), Settings(), 0)
+    rt.resources[A.encode()] = orjson.dumps(res.state)
+    web = source.source_from_runtime(rt, scan_cache_s=0.0)
+    asyncio.run(web.refresh())
+    assert web.nodes()[0]["stuck"] is False
+    (expiry,) = [e for e in res.expiries if e.kind == "stuck"]
+    stuck = operations.on_expiry(res.state, A, expiry, expiry.due + 1, Settings())
+    assert [o.record["kind"] for o in stuck.outputs] == ["stuck_state"]
+    rt.resources[A.encode()] = orjson.dumps(stuck.state)
+    asyncio.run(web.refresh())
+    assert web.nodes()[0]["stuck"] is True
+
+
+def test_newest_event_per_topic_reads_the_watchdog_of_the_owned_lanes() -> None:
+    rt = runtime({0})
+    rt.app.assignor.assigned_actives = lambda: {TP("t.baremetal.node", 0)}
+    rt.processor = SimpleNamespace(watchdog=SimpleNamespace(newest={("t.baremetal.node", 0): 50_000_000,
+                                                                     ("t.baremetal.node", 1): 90_000_000}))
+    assert source.source_from_runtime(rt).newest_events() == {"t.baremetal.node": 50.0}

@@ -1,7 +1,7 @@
 """wire: the two body shapes, timestamps, priorities, context, and clear rejections."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
@@ -44,7 +44,7 @@ def test_research_capture_v2_with_context():
     assert n.priority == "info"
     assert n.message_id == "55e3d855-c4b9-4332-8005-7a5bfe247bc7"
     assert n.publisher_id == "ironic-conductor.conductor-1.example.org"
-    assert n.timestamp == datetime(2026, 11, 22, 1, 11, 48, 287830, tzinfo=timezone.utc)
+    assert n.timestamp == datetime(2026, 11, 22, 1, 11, 48, 287830, tzinfo=UTC)
     assert n.unique_id == "53ac7243b1f644fb8074105cbc86a35c"
     assert n.context["request_id"] == "req-6c2b8d2e-0d1e-4a55-9a8e-2b1a5c7e9f00"
     assert "auth_token" not in n.context and "auth_token_info" not in n.context
@@ -78,7 +78,7 @@ def test_str_and_bytes_bodies_decode_alike():
 ])
 def test_timestamps(text, expected):
     ts = wire.decode_body(v2(inner(timestamp=text))).timestamp
-    assert ts == expected.replace(tzinfo=timezone.utc)
+    assert ts == expected.replace(tzinfo=UTC)
     assert ts.utcoffset() == timedelta(0)
 
 
@@ -196,8 +196,8 @@ def test_bad_lines(line, words):
 
 
 def test_rfc3339():
-    assert wire.rfc3339(datetime(2026, 11, 22, 1, 9, 39, 839084, tzinfo=timezone.utc)) == "2026-11-22T01:09:39.839084Z"
-    assert wire.rfc3339(datetime(2026, 11, 22, 1, 9, 39, tzinfo=timezone.utc)) == "2026-11-22T01:09:39.000000Z"
+    assert wire.rfc3339(datetime(2026, 11, 22, 1, 9, 39, 839084, tzinfo=UTC)) == "2026-11-22T01:09:39.839084Z"
+    assert wire.rfc3339(datetime(2026, 11, 22, 1, 9, 39, tzinfo=UTC)) == "2026-11-22T01:09:39.000000Z"
     plus2 = timezone(timedelta(hours=2))
     assert wire.rfc3339(datetime(2026, 11, 22, 3, 9, 39, tzinfo=plus2)) == "2026-11-22T01:09:39.000000Z"
 

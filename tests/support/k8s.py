@@ -13,9 +13,10 @@ import functools
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -102,7 +103,7 @@ class Rendered:
         return config_map["data"]
 
 
-# --- Strimzi custom resources against their CRDs ---------------------------------------------
+# --- custom resources against their CRDs ---------------------------------------------
 
 
 def _strict(schema: Any) -> Any:
@@ -120,33 +121,49 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
+# What makes the CRDs each group's custom resources are checked against (all into CRDS_DIR).
+CRD_MAKERS = {
+    STRIMZI_GROUP: ROOT / "tests" / "k8s" / "strimzi-crds.sh",  # Strimzi's CRD generator, Maven Central
+    "monitoring.coreos.com": ROOT / "tests" / "monitoring" / "tools.sh",  # controller-gen, Go module proxy
+}
+
+
 @functools.cache
-def strimzi_schemas() -> dict[tuple[str, str], Any]:
-    """(apiVersion, kind) -> strict JSON schema, for every version the CRDs serve."""
-    crd_files = sorted(CRDS_DIR.glob("*.yaml"))
-    if not crd_files:
-        # `make test` generates them (tools.sh); a bare pytest run does it here, once.
-        subprocess.run(["bash", str(ROOT / "tests" / "k8s" / "strimzi-crds.sh")], check=False, timeout=600)
-        crd_files = sorted(CRDS_DIR.glob("*.yaml"))
-    if not crd_files:
-        pytest.fail(f"no CRDs in {CRDS_DIR}: tests/k8s/strimzi-crds.sh generates them (needs Maven and Java 21+)")
-    schemas: dict[tuple[str, str], Any] = {}
-    for path in crd_files:
-        for crd in yaml.safe_load_all(path.read_text()):
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
-                continue
-            spec = crd["spec"]
-            for version in spec["versions"]:
-                if version.get("served"):
-                    schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
-                    schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = schema
+def crd_schemas() -> dict[tuple[str, str], Any]:
+    """(apiVersion, kind) -> strict JSON schema, for every version the CRDs in CRDS_DIR serve.
+    `make test` makes them (tools.sh); a bare pytest run makes the missing ones here, once."""
+    def load() -> dict[tuple[str, str], Any]:
+        schemas: dict[tuple[str, str], Any] = {}
+        for path in sorted(CRDS_DIR.glob("*.yaml")):
+            for crd in yaml.safe_load_all(path.read_text()):
+                if not crd or crd.get("kind") != "CustomResourceDefinition":
+                    continue
+                spec = crd["spec"]
+                for version in spec["versions"]:
+                    if version.get("served"):
+                        schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+                        schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = schema
+        return schemas
+
+    schemas = load()
+    groups = {api.split("/")[0] for api, _ in schemas}
+    missing = [maker for group, maker in CRD_MAKERS.items() if group not in groups]
+    for maker in missing:
+        subprocess.run(["bash", str(maker)], check=False, timeout=900)
+    if missing:
+        schemas = load()
+        groups = {api.split("/")[0] for api, _ in schemas}
+    absent = sorted(set(CRD_MAKERS) - groups)
+    if absent:
+        pytest.fail(f"no CRDs of {absent} in {CRDS_DIR}: {', '.join(str(CRD_MAKERS[g]) for g in absent)} make them")
     return schemas
 
 
-def strimzi_errors(obj: Obj) -> list[str]:
-    schema = strimzi_schemas().get((obj["apiVersion"], obj["kind"]))
+def crd_errors(obj: Obj) -> list[str]:
+    """What the API server would refuse in a custom resource, by its CRD's schema."""
+    schema = crd_schemas().get((obj["apiVersion"], obj["kind"]))
     if schema is None:
-        served = sorted(v for v, k in strimzi_schemas() if k == obj["kind"])
+        served = sorted(v for v, k in crd_schemas() if k == obj["kind"])
         return [f"{obj['apiVersion']} {obj['kind']} is not served by the CRDs (served: {served or 'none'})"]
     validator = jsonschema.Draft7Validator(schema)
     return [
