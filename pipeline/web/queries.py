@@ -8,8 +8,9 @@ than an empty (and misleading) fleet view.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 # ironic/common/states.py; "none" selects nodes whose state is not known yet.
 POWER_STATES: frozenset[str] = frozenset(

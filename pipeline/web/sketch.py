@@ -12,8 +12,9 @@ a replayed backlog shows its own figures instead of none.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 DEFAULT_ACCURACY = 0.01
 QUANTILES: tuple[tuple[str, float], ...] = (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99))
@@ -29,7 +30,7 @@ class Histogram:
     max_ms: float = 0.0
     buckets: dict[int, int] = field(default_factory=dict)
 
-    def merge(self, other: "Histogram") -> None:
+    def merge(self, other: Histogram) -> None:
         self.count += other.count
         self.errors += other.errors
         self.zeros += other.zeros
@@ -47,7 +48,7 @@ class Histogram:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Histogram":
+    def from_json(cls, data: Mapping[str, Any]) -> Histogram:
         return cls(
             count=int(data["count"]),
             errors=int(data.get("errors", 0)),
@@ -110,7 +111,7 @@ class DurationSketch:
 
     # -- merging and reading ---------------------------------------------------------------------------
 
-    def merge(self, other: "DurationSketch") -> None:
+    def merge(self, other: DurationSketch) -> None:
         if (other.slice_s, other.accuracy) != (self.slice_s, self.accuracy):
             raise ValueError("sketches with different slices or accuracy do not merge")
         for index, operations in other.slices.items():
@@ -172,7 +173,7 @@ class DurationSketch:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "DurationSketch":
+    def from_json(cls, data: Mapping[str, Any]) -> DurationSketch:
         sketch = cls(float(data["window_s"]), float(data["slice_s"]), float(data["accuracy"]))
         sketch.watermark = None if data.get("watermark") is None else float(data["watermark"])
         sketch.slices = {

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Iterable, Mapping
 from time import monotonic
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import orjson
 

@@ -5,11 +5,8 @@ mounts only our paths (faust's built-in `/table`, `/router`, statistics and inde
 they expose table data and topology, and the index would take `/`), a middleware that turns every
 error, including unknown paths and methods, into a JSON body, and the Prometheus monitor.
 
-Routing a node: the key is the node UUID as UTF-8 bytes, exactly as the bridge keys the relay record,
-and the table is co-partitioned with that topic, so the owner is the member whose changelog
-partitions include murmur2(key) % partitions, read from the assignment every member shares. The
-request is answered there (proxied once, with a header that stops a second hop). Fleet views ask every
-member for its own active partitions (same header) and merge the answers.
+A node is answered by the worker that owns its key (`peers.Peers`, proxied once, with a header that
+stops a second hop); fleet views ask every member for its own active partitions and merge the answers.
 """
 
 from __future__ import annotations
@@ -17,21 +14,30 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from time import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import orjson
-from aiohttp import ClientError, ClientSession, ClientTimeout, web as aioweb
-from aiokafka.partitioner import murmur2
+from aiohttp import ClientError
+from aiohttp import web as aioweb
 from yarl import URL
 
 from pipeline.web import queries
 from pipeline.web.metrics import (
-    CONTENT_TYPE as METRICS_CONTENT_TYPE, PipelineCollector, WorkerFigures, consumer_lag, new_registry, render,
+    CONTENT_TYPE as METRICS_CONTENT_TYPE,
+)
+from pipeline.web.metrics import (
+    PipelineCollector,
+    WorkerFigures,
+    consumer_lag,
+    new_registry,
+    render,
 )
 from pipeline.web.observe import Observations
+from pipeline.web.peers import Peers, ident
 from pipeline.web.queries import BadRequest
 from pipeline.web.sketch import DurationSketch, merged
 
@@ -39,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SCOPE_HEADER = "X-Pipeline-Scope"  # "local": answer for this worker's partitions only (a peer asks)
 ROUTED_HEADER = "X-Pipeline-Routed"  # the request was already routed to the key's owner
-PEER_TIMEOUT_S = 5.0
 MAX_REQUEST_LINE = 65536
 STATIC = Path(__file__).with_name("static")
 
@@ -57,61 +62,6 @@ class WebSource:
     expand: Callable[[dict], dict] = lambda node: node  # a listed node -> its full record (nodes() may be light)
     refresh: Callable[[], Awaitable[None]] | None = None  # brings nodes()/open_operations() up to date
     newest_events: Callable[[], Mapping[str, float]] = dict  # relay topic -> newest event time read (epoch s)
-
-
-@dataclass
-class _Peers:
-    """The other members' canonical URLs, from the group assignment every member receives."""
-
-    app: Any
-    token: str | None = None
-    session: ClientSession | None = None
-    timeout: ClientTimeout = field(default_factory=lambda: ClientTimeout(total=PEER_TIMEOUT_S))
-
-    def own(self) -> tuple[str, int]:
-        return _ident(URL(str(self.app.conf.canonical_url)))
-
-    def distribution(self) -> Mapping[str, Mapping[str, list[int]]]:
-        try:
-            return self.app.assignor.tables_metadata() or {}
-        except Exception:
-            return {}
-
-    def others(self) -> list[str]:
-        own = self.own()
-        return sorted(url for url in self.distribution() if _ident(URL(url)) != own)
-
-    def owner(self, changelog_topic: str, key: bytes) -> str | None:
-        """The canonical URL of the member holding `key`'s partition, None before an assignment."""
-        holders: dict[int, str] = {}
-        for url, topics in self.distribution().items():
-            for partition in topics.get(changelog_topic, ()):
-                holders[int(partition)] = url
-        if not holders:
-            return None
-        count = max(holders) + 1
-        partition = (murmur2(key) & 0x7FFFFFFF) % count
-        return holders.get(partition)
-
-    def client(self) -> ClientSession:
-        if self.session is None or self.session.closed:
-            self.session = ClientSession(timeout=self.timeout)
-        return self.session
-
-    async def get(self, base: str, rel_url: URL, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
-        url = URL(base).with_path(rel_url.path).with_query(rel_url.query)
-        headers = dict(headers)
-        if self.token:  # every worker of a deployment shares the token
-            headers["Authorization"] = f"Bearer {self.token}"
-        async with self.client().get(url, headers=headers, allow_redirects=False) as response:
-            return response.status, await response.read(), response.content_type
-
-
-def _ident(url: URL) -> tuple[str, int]:
-    host = (url.host or "").lower()
-    if host in ("localhost", "::1"):
-        host = "127.0.0.1"
-    return host, int(url.port or 80)
 
 
 def json_response(value: Any, status: int = 200) -> aioweb.Response:
@@ -194,7 +144,7 @@ class WebViews:
         self.app = app
         self.source = source
         self.observations = observations
-        self.peers = _Peers(app)
+        self.peers = Peers(app)
         self.extra_counters: Callable[[], Iterable[tuple[str, str, float]]] = lambda: ()
         self.history: Any = None  # the HistoryLoader, when the worker's output topics are known
         self.collector = PipelineCollector(observations, self.figures)
@@ -287,13 +237,13 @@ class WebViews:
         owner = self.peers.owner(changelog, key)
         if owner is None:
             return error_response(503, "no partition assignment yet; retry shortly")
-        mine = _ident(URL(owner)) == self.peers.own()
+        mine = ident(URL(owner)) == self.peers.own()
         if not mine:
             if request.headers.get(ROUTED_HEADER):
                 return error_response(503, "the node's partition is moving between workers; retry shortly")
             try:
                 status, body, content_type = await self.peers.get(owner, request.rel_url, {ROUTED_HEADER: "1"})
-            except (ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ClientError) as exc:
                 reason = str(exc) or type(exc).__name__
                 return error_response(503, f"the worker owning this node ({owner}) did not answer: {reason}")
             response = aioweb.Response(body=body, status=status, content_type=content_type or "application/json")
