@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 import tests.support.worker as ws
-from pipeline.streams import scripted as s
+from tests.support import scripted as s
 
 pytestmark = pytest.mark.integration
 

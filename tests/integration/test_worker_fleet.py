@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 import tests.support.worker as ws
-from pipeline.streams import scripted as s
 from pipeline.streams.operations import output_id
+from tests.support import scripted as s
 
 pytestmark = pytest.mark.integration
 

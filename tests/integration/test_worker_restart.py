@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 import tests.support.worker as ws
-from pipeline.streams import scripted as s
+from tests.support import scripted as s
 from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.integration

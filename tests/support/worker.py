@@ -19,8 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline import codec
-from pipeline.streams import scripted
 from pipeline.streams.topics import Topics
+from tests.support import scripted
 from tests.support.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]

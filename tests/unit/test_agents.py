@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 
 from pipeline import catalog
-from pipeline.streams import scripted as s
 from pipeline.streams import state as state_view
 from pipeline.streams.app import WorkerSettings, create_app
 from pipeline.streams.models import Settings
+from tests.support import scripted as s
 
 POWER = "baremetal.node.power_set"
 PROVISION = "baremetal.node.provision_set"

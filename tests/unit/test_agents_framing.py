@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from pipeline import codec
-from pipeline.streams import scripted as s
+from tests.support import scripted as s
 from tests.unit.test_agents import POWER, PUB, Harness, h, op, power  # noqa: F401 - h is the fixture
 
 

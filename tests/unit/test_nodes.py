@@ -7,8 +7,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline.streams import nodes
-from pipeline.streams import scripted as s
 from pipeline.streams.models import micros
+from tests.support import scripted as s
 
 
 def apply(node, event_type, t, **fields):

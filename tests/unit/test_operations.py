@@ -6,8 +6,8 @@ import uuid
 from pipeline import catalog
 from pipeline.streams import dedup
 from pipeline.streams import operations as ops
-from pipeline.streams import scripted as s
 from pipeline.streams.models import SECOND, Expiry, Settings, micros
+from tests.support import scripted as s
 
 POWER = "baremetal.node.power_set"
 CFG = Settings(deadlines={**catalog.OPERATIONS, POWER: 300.0}, orphan_grace_s=120.0, late_horizon_s=3600.0,

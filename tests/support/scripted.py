@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .. import codec, events
+from pipeline import codec, events
 
 __all__ = ["T0", "at", "glance_body", "ironic_body", "node_data", "normalized", "relay"]
 
-T0 = datetime(2026, 11, 22, 0, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 0, 0, 0, tzinfo=UTC)
 
 _NODE_DATA: dict[str, Any] = {
     "clean_step": {}, "conductor_group": "", "console_enabled": False,
@@ -55,7 +55,7 @@ def node_data(node_uuid: str, **fields: Any) -> dict[str, Any]:
 
 
 def _oslo_time(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _body(event_type: str, priority: str, payload: Any, ts: datetime, message_id: str | None,
