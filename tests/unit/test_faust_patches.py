@@ -4,22 +4,11 @@ rewrites one of them fails here, loudly, naming it: re-read the patch before cha
 from __future__ import annotations
 
 import asyncio
-import uuid
 from importlib.metadata import version
 
 import pytest
 
 from pipeline.streams import faust_patches as fp
-from pipeline.streams.app import WorkerSettings, create_app
-
-
-@pytest.fixture()
-def rt():
-    settings = WorkerSettings(app_id=f"unit-{uuid.uuid4().hex[:8]}", store="memory://", web_enabled=False,
-                              replay_guard_s=0.0)
-    rt = create_app(settings, partitions=1)
-    rt.app.finalize()
-    return rt
 
 
 def test_the_pinned_versions_are_installed() -> None:
