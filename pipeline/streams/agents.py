@@ -40,7 +40,7 @@ from . import faust_patches, operations, state as state_view
 from .models import Counter, Output, micros
 from .watchdog import Watchdog
 
-__all__ = ["DictStore", "Processor", "install"]
+__all__ = ["Batches", "DictStore", "Processor", "install"]
 
 log = logging.getLogger("pipeline.worker")
 
@@ -139,6 +139,51 @@ class ChangelogQueue:
                     fut.add_done_callback(on_sent)
                 self.queue.popleft()
                 self.released += 1
+
+
+class Batches:
+    """The agent's records, gathered into batches and folded by `fold_records` (which returns an
+    awaitable that hands on the outputs and changelog), then acked.
+
+    A batch is what the stream has buffered when a record arrives, up to `size`: a backlog is
+    folded a thousand records at a time, a trickle one by one, with no added latency. Records are
+    acked only after their batch has been handed on. One case needs a timer (`fold_if_idle`):
+    between two records of a backlog the stream can stop (a rebalance suspends faust's flow and the
+    queued records are dropped unread), and faust then waits, with no timeout, for every record it
+    handed out to be acked (Consumer.wait_empty): a batch left holding would stall the rebalance.
+    """
+
+    IDLE_S = 0.05  # a held batch older than this, while the agent waits, is folded by the timer
+
+    def __init__(self, fold_records: Callable[[list], Any], size: int) -> None:
+        self.fold_records = fold_records
+        self.size = size
+        self.held: list = []  # events gathered, not yet folded (not acked)
+        self.since = 0.0  # monotonic time the first of them was gathered
+        self.stream: Any = None  # the stream that acks them
+        self.lock = asyncio.Lock()
+
+    async def add(self, stream: Any, event: Any, nothing_buffered: bool) -> None:
+        if not self.held:
+            self.since = monotonic()
+            self.stream = stream
+        self.held.append(event)
+        if nothing_buffered or len(self.held) >= self.size:
+            await self.fold()
+
+    async def fold_if_idle(self, now: float) -> None:
+        if self.held and now - self.since > self.IDLE_S:
+            await self.fold()
+
+    async def fold(self) -> None:
+        async with self.lock:  # the agent and the timer: one batch at a time, in order
+            if not self.held:
+                return
+            batch, stream = self.held[:], self.stream
+            self.held.clear()
+            await self.fold_records(batch)
+            for event in batch:
+                await stream.ack(event)
 
 
 class Processor:
@@ -449,35 +494,32 @@ def install(rt: Any) -> None:
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
-    batch_size = rt.settings.batch_size
+    def fold_records(events: list) -> Any:
+        records = []
+        for ev in events:
+            msg = ev.message
+            lane = (msg.topic, msg.partition)
+            if lane not in first_offsets:
+                first_offsets[lane] = msg.offset
+                log.info("%s[%d]: first record read at offset %d", msg.topic, msg.partition, msg.offset)
+            records.append((msg.topic, msg.partition, msg.key, msg.value))
+        processor.handle_batch(records)
+        return produce()
+
+    batches = rt.batches = Batches(fold_records, rt.settings.batch_size)
+
+    @app.timer(Batches.IDLE_S)
+    async def _fold_held() -> None:
+        await batches.fold_if_idle(monotonic())
 
     @app.agent(rt.source, name="pipeline-agent", concurrency=1)
     async def process(stream: Any) -> Any:
         # faust's worker leaves the root logger at DEBUG (its handler filters): every debug call
         # of aiokafka's producer would build a log record, a fifth of the per-event cost
         logging.getLogger().setLevel(getattr(logging, rt.settings.loglevel.upper(), logging.WARNING))
-        # A batch is what the stream has buffered when a record arrives (up to batch_size): a
-        # backlog is folded a thousand records at a time, a trickle one by one, with no timer and
-        # no added latency. Records are acked after the batch they are in has been handed on.
-        manual = stream.noack()
+        manual = stream.noack()  # acked by Batches, after the batch they are in
         nothing_buffered = manual.channel.queue.empty
-        batch: list = []
         async for event in manual.events():
-            batch.append(event)
-            if len(batch) < batch_size and not nothing_buffered():
-                continue
-            records = []
-            for ev in batch:
-                msg = ev.message
-                lane = (msg.topic, msg.partition)
-                if lane not in first_offsets:
-                    first_offsets[lane] = msg.offset
-                    log.info("%s[%d]: first record read at offset %d", msg.topic, msg.partition, msg.offset)
-                records.append((msg.topic, msg.partition, msg.key, msg.value))
-            processor.handle_batch(records)
-            await produce()
-            for ev in batch:
-                await manual.ack(ev)
-            batch.clear()
+            await batches.add(manual, event, nothing_buffered())
 
     rt.agent = process

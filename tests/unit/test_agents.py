@@ -311,3 +311,31 @@ async def test_outputs_encode_with_their_schemas(h: Harness) -> None:
         assert name == out.kind
         kinds.add(name)
     assert kinds == {"operation", "alert", "node_state"}
+
+
+async def test_a_batch_held_while_the_stream_stops_is_folded_by_the_timer() -> None:
+    """The agent holds records while more are buffered; if the stream then stops (a rebalance
+    drops the queued records unread), the timer folds and acks what is held: faust's rebalance
+    waits for those acks without a timeout."""
+    from pipeline.streams.agents import Batches
+
+    folded: list[list] = []
+    acked: list = []
+
+    async def produced() -> None:
+        pass
+
+    class Stream:
+        async def ack(self, event) -> None:
+            acked.append(event)
+
+    batches = Batches(lambda events: (folded.append(list(events)), produced())[1], size=1000)
+    await batches.add(Stream(), "e1", nothing_buffered=False)
+    await batches.add(Stream(), "e2", nothing_buffered=False)
+    assert folded == [] and acked == []  # more was buffered: still gathering
+    await batches.fold_if_idle(batches.since + Batches.IDLE_S / 2)
+    assert folded == []  # not idle yet
+    await batches.fold_if_idle(batches.since + Batches.IDLE_S * 2)
+    assert folded == [["e1", "e2"]] and acked == ["e1", "e2"]
+    await batches.add(Stream(), "e3", nothing_buffered=True)  # nothing else buffered: at once
+    assert folded[-1] == ["e3"] and acked[-1] == "e3"
