@@ -399,7 +399,6 @@ class Processor:
             log.info("partition %d: %d outputs already published will not be sent again", partition, len(ids))
 
 
-
 def install(rt: Any) -> None:
     """Register the agent, the assignment hooks and the faust patches on `rt.app`."""
     app = rt.app

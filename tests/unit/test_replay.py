@@ -1,20 +1,17 @@
 """Acceptance: the worker's body, replayed over a recorded relay stream, publishes exactly what the
-per-event worker published for it (tests/fixtures/replay, made by its make_reference.py at commit
+per-event worker published for it (tests/fixtures/replay, made by tests/support/replay.py at commit
 0f81edf): the same records in the same order, byte for byte, the same final tables and the same
 reporting-hook calls."""
 from __future__ import annotations
 
 import gzip
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
 
-REPLAY = Path(__file__).resolve().parents[1] / "fixtures" / "replay"
-sys.path.insert(0, str(REPLAY))
+from tests.support import replay as ref
 
-import make_reference as ref  # noqa: E402
+REPLAY = ref.HERE
 
 
 def _load(name: str) -> list[dict]:
