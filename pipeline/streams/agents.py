@@ -133,10 +133,14 @@ class ChangelogQueue:
                         # never write the state of an event whose outputs were not published, and
                         # fail the flush so faust does not commit past it
                         raise RuntimeError(f"an output was not produced: {fut.exception() if not fut.cancelled() else 'cancelled'}")
-                for topic, key, value, partition, on_sent in records:
+                # RocksDB keeps one changelog offset per partition: the group's last record there
+                # sets it (records of a partition are acknowledged in order)
+                last = {(topic, partition): i for i, (topic, _, _, partition, _) in enumerate(records)}
+                for i, (topic, key, value, partition, on_sent) in enumerate(records):
                     fut = await producer.send(topic, value, key=key, partition=partition)
                     fut.add_done_callback(self.on_delivery)
-                    fut.add_done_callback(on_sent)
+                    if last[(topic, partition)] == i:
+                        fut.add_done_callback(on_sent)
                 self.queue.popleft()
                 self.released += 1
 
