@@ -192,9 +192,11 @@ def _read(s: Schema, data: bytes, plain: bool = False, writer: Schema | None = N
     """The body after `start`; `writer` when it was written with another version of `s`."""
     reader = s.plain if plain else s.parsed
     try:
+        # a record schema reads a dict
         if writer is None or writer.canonical == s.canonical:
-            return fastavro.schemaless_reader(io.BytesIO(data[start:]), reader, None)
-        return fastavro.schemaless_reader(io.BytesIO(data[start:]), writer.plain if plain else writer.parsed, reader)
+            return fastavro.schemaless_reader(io.BytesIO(data[start:]), reader, None)  # type: ignore[return-value]
+        return fastavro.schemaless_reader(  # type: ignore[return-value]
+            io.BytesIO(data[start:]), writer.plain if plain else writer.parsed, reader)
     except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, SchemaResolutionError, ...
         raise CodecError(f"bad Avro body for schema {s.name!r}: {type(exc).__name__}: {exc}") from None
 
@@ -305,7 +307,7 @@ class Encoder:
         prefix, content_type = self._prefix(s, topic)
         return _write(s, record, prefix), content_type
 
-    def event(self, event: dict, topic: str) -> tuple[bytes, bytes]:
+    def event(self, event: Mapping[str, Any], topic: str) -> tuple[bytes, bytes]:
         """A normalized event -> (the relay value, its content type)."""
         if self.value_format == "json":
             return orjson.dumps(event), b"application/json"

@@ -170,7 +170,7 @@ def from_env() -> Registry | None:
     """The same from the environment alone, for helpers that take no flags (`make run`)."""
     if env("AVRO_FRAMING", "single-object") != "registry" or env("VALUE_FORMAT", "avro") != "avro":
         return None
-    return Registry(env("SCHEMA_REGISTRY_URL", DEFAULT_URL), env("SCHEMA_REGISTRY_USERNAME"),
+    return Registry(env("SCHEMA_REGISTRY_URL") or DEFAULT_URL, env("SCHEMA_REGISTRY_USERNAME"),
                     secret("SCHEMA_REGISTRY_PASSWORD"), env("SCHEMA_REGISTRY_CAFILE"))
 
 

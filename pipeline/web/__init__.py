@@ -5,14 +5,14 @@ from pipeline.web.observe import Observations
 from pipeline.web.views import WebSource, WebViews, register
 
 
-def install(rt, args=None):  # type: ignore[no-untyped-def]
+def install(rt, args=None):
     """Called by `pipeline worker` once its app is built (see pipeline.web.source.install)."""
     from pipeline.web.source import install as _install
 
     return _install(rt, args)
 
 
-def add_web_args(parser):  # type: ignore[no-untyped-def]
+def add_web_args(parser):
     from pipeline.web.source import add_web_args as _add
 
     _add(parser)

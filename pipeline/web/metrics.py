@@ -139,8 +139,8 @@ def pipeline_metrics(observations: Observations, figures: WorkerFigures) -> list
         labels=["publisher", "what"],
     )
     for publisher, counts in sorted(figures.loss.items()):
-        for what, n in sorted(counts.items()):
-            publishers.add_metric([publisher, what], n)
+        for what, count in sorted(counts.items()):
+            publishers.add_metric([publisher, what], count)
     extra = []
     for name, help_text, value in figures.counters:
         family = CounterMetricFamily(name, help_text)
