@@ -376,9 +376,8 @@ class _Rounds:
             return
         done = asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
         await asyncio.wait((done, self.dropped), return_when=asyncio.FIRST_COMPLETED)
-        if not done.done():
-            done.cancel()  # abandoned: the relay produces these records again
-            return
+        if self.dropped.done():
+            return  # abandoned: the relay produces these records again, late outcomes are no news
         for (fut, records), outcome in zip(sent, done.result()):
             if isinstance(outcome, BaseException):
                 _fail(records, outcome)
