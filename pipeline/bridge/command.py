@@ -74,9 +74,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "compresses at level 9 on the event loop); lz4, zstd and snappy need the cramjam package "
                         "(env KAFKA_COMPRESSION; default %(default)s)")
     k.add_argument("--kafka-linger-ms", type=int, default=env_int("KAFKA_LINGER_MS", 10),
-                   help="how long a record waits for others when nothing is with Kafka; under load each "
-                        "produce round goes as soon as the one before it is acknowledged "
-                        "(env KAFKA_LINGER_MS; default %(default)s)")
+                   help="how long the producer waits to fill a batch (env KAFKA_LINGER_MS; default %(default)s)")
     k.add_argument("--kafka-max-batch-bytes", type=int, default=env_int("KAFKA_MAX_BATCH_BYTES", 512 * 1024),
                    help="producer batch size per partition (env KAFKA_MAX_BATCH_BYTES; default %(default)s)")
     k.add_argument("--kafka-max-request-bytes", type=int, default=env_int("KAFKA_MAX_REQUEST_BYTES", 1024 * 1024),
