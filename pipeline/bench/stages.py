@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline import codec
@@ -456,23 +457,25 @@ async def end_to_end(amqp_url: str, bootstrap: str, operations_topic: str, recor
     tick = Ticker(say, f"end to end at {rate:,.0f}/s", len(records))
     try:
         channel = await connection.channel(publisher_confirms=False)
-        exchanges = {}
         for name in {r.exchange for r in records}:
-            exchanges[name] = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=False)
+            await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=False)
+        # aiormq's publish, under aio-pika's: 47 µs of CPU a message here against aio-pika's 186, so
+        # the publisher can offer 5,000/s next to bridge, worker and brokers (same properties as oslo)
+        raw = await channel.get_underlay_channel()
         start = time.perf_counter()
         lag = 0.0
         for n, r in enumerate(records):
             due = start + n / rate
             now = time.perf_counter()
-            if due > now:
+            if due > now + 0.002:  # ahead: sleep; a sleep per message would cost more than the publish
                 await asyncio.sleep(due - now)
-            else:
+            elif due < now:
                 lag = max(lag, now - due)
-            message = aio_pika.Message(r.body, content_type="application/json", content_encoding="utf-8",
-                                       delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
             if r.end_key is not None:
                 published[r.end_key[2]] = time.time()
-            await exchanges[r.exchange].publish(message, routing_key=r.routing_key)
+            await raw.basic_publish(r.body, exchange=r.exchange, routing_key=r.routing_key,
+                                    properties=aiormq.spec.Basic.Properties(
+                                        content_type="application/json", content_encoding="utf-8", delivery_mode=2))
             tick(n + 1)
         offered = len(records) / (time.perf_counter() - start)
     finally:
