@@ -18,7 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Names", "Proc", "RecordCounter", "count_records", "delete_queues", "delete_topics", "end_run", "proc_status_mb", "start_bridge", "start_worker"]
+__all__ = ["Names", "Proc", "RecordCounter", "count_records", "delete_queues", "delete_topics", "end_run",
+           "proc_cpu_seconds",
+           "proc_status_mb", "start_bridge", "start_worker"]
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def proc_status_mb(pid: int, key: str) -> float | None:
@@ -31,6 +35,16 @@ def proc_status_mb(pid: int, key: str) -> float | None:
     except OSError:
         return None
     return None
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far, None once it exited."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # the command name may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
 
 
 @dataclass
@@ -97,6 +111,9 @@ class Proc:
         if hwm is not None:
             self.peak_rss_mb = max(self.peak_rss_mb, hwm)
         return proc_status_mb(self.pid, "VmRSS")
+
+    def cpu_seconds(self) -> float | None:
+        return proc_cpu_seconds(self.pid)
 
     def alive(self) -> bool:
         return self.popen.poll() is None

@@ -58,7 +58,9 @@ SETTINGS: tuple[Group, ...] = (
                 "producer batch compression; gzip costs about a fifth of the relay rate here (aiokafka compresses "
                 "at level 9 on the event loop); lz4, zstd and snappy need the cramjam package", "none",
                 choices=tuple(sink_mod.COMPRESSIONS)),
-        Setting("--kafka-linger-ms", "KAFKA_LINGER_MS", "how long the producer waits to fill a batch, ms", 10, int),
+        Setting("--kafka-linger-ms", "KAFKA_LINGER_MS",
+                "how long a record waits for others when nothing is with Kafka; under load each produce round goes as "
+                "soon as the one before it is acknowledged, ms", 10, int),
         Setting("--kafka-max-batch-bytes", "KAFKA_MAX_BATCH_BYTES", "producer batch size per partition",
                 512 * 1024, int),
         Setting("--kafka-max-request-bytes", "KAFKA_MAX_REQUEST_BYTES",

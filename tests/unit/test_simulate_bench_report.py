@@ -10,6 +10,8 @@ def report(**overrides) -> dict:
         "worker_rate": 12000.0, "kafka_consume_rate": 30000.0, "e2e_p50_ms": 40.0, "e2e_p99_ms": 120.0,
         "e2e_offered_rate": 1000.0, "bridge_peak_rss_mb": 60.0, "worker_peak_rss_mb": 300.0,
         "worker_rss_mb_100k_nodes": 700.0, "rss_nodes": 100000, "core_rate": 20000.0, "oslo_publish_rate": 1200.0,
+        "e2e_p50_ms_5k": 200.0, "e2e_p99_ms_5k": 800.0, "e2e_offered_rate_5k": 5000.0, "two_worker_rate": 20000.0,
+        "worker_cpu_us_per_event": 60.0, "bridge_cpu_us_per_event": 90.0,
     }
     base.update(overrides)
     return base
@@ -31,7 +33,11 @@ def test_all_targets_met() -> None:
     worker = t["worker, every agent on"]
     assert worker[2] == "0.40" and worker[4] == "yes"
     assert t["end to end p99 at 1,000/s"][4] == "yes"
+    assert t["end to end p99 at 5,000/s"][3:] == ["< 1,000 ms", "yes"]
     assert t["worker RSS at 100,000 nodes"][4] == "yes"
+    assert t["bridge CPU per record"][0] == "90.0 µs" and t["worker CPU per record"][0] == "60.0 µs"
+    assert t["two workers, one group"][:3] == ["20,000/s", "24,000/s (2 x one worker)", "0.83"]
+    assert command.summary(report()).splitlines()[0] == "5 of 5 targets met:"
 
 
 def test_misses_are_reported_against_the_lower_limit() -> None:
@@ -42,6 +48,67 @@ def test_misses_are_reported_against_the_lower_limit() -> None:
     assert t["worker, every agent on"][4] == "NO"  # 0.30 of the consumer but under 10,000/s
     assert t["end to end p99 at 1,000/s"][4] == "NO"
     assert t["worker RSS at 100,000 nodes"][4] == "NO"
+
+
+def test_the_bridge_target_is_0_8_of_the_lower_limit_and_5k_latency_under_a_second() -> None:
+    t = rows(command.table(report(bridge_rate=7900.0, e2e_p99_ms_5k=1000.0)))
+    assert t["bridge relay RabbitMQ->Kafka"][2:] == ["0.79", ">= 0.80 x limit", "NO"]
+    assert t["end to end p99 at 5,000/s"][4] == "NO"
+
+
+def test_operations_never_seen_in_time_are_a_latency_miss() -> None:
+    """3 % of the operation records still missing after the settling time: they took over 15 s,
+    so the p99 of all cannot be under a second, whatever the p99 of those seen says."""
+    r = report(e2e_p99_ms_5k=300.0, e2e_operations_5k=1000, e2e_matched_5k=970)
+    t = rows(command.table(r))
+    assert t["end to end p99 at 5,000/s"][0] == "300.0 ms (970 of 1,000 operations seen)"
+    assert t["end to end p99 at 5,000/s"][4] == "NO"
+    assert rows(command.table(report(e2e_p99_ms_5k=300.0, e2e_operations_5k=1000,
+                                     e2e_matched_5k=995)))["end to end p99 at 5,000/s"][4] == "yes"
+
+
+def test_summary_names_each_miss_with_its_figure() -> None:
+    text = command.summary(report(bridge_rate=4600.0, worker_rate=1500.0, e2e_p99_ms=11000.0,
+                                  e2e_p99_ms_5k=None, wall_seconds=300.0, run="r1", cpus=2,
+                                  load_average_at_start=[0.5], load_average_at_end=[2.0]))
+    lines = text.splitlines()
+    assert lines[0] == "1 of 5 targets met:"
+    assert "   NO  bridge >= 0.80 x its lower limit: 0.46 x" in lines
+    assert "   NO  worker >= 10,000/s and >= 0.30 x the bare consumer: 1,500/s, 0.05 x" in lines
+    assert "   NO  end to end p99 < 250 ms at 1,000/s: 11,000.0 ms" in lines
+    assert "  n/a  end to end p99 < 1 s at 5,000/s: n/a" in lines
+    assert "  yes  worker RSS at 100,000 nodes < 1 GB: 700.0 MB" in lines
+    assert lines[-1] == "run r1: 300 s on 2 cores, load average 0.5 at start, 2.0 at the end"
+
+
+def test_window_rate_and_cpu_per_record_from_the_first_record_on() -> None:
+    w = stages.Window()
+    w.add(10.0, 0, 3.0)  # starting up: not part of the figures
+    w.add(11.0, 100, 4.0)
+    w.add(12.0, 1100, 4.1)
+    w.add(13.0, 2100, 4.2)
+    assert w.records == 2000 and w.rate == 1000.0
+    assert abs(w.cpu_us_per_event - 100.0) < 1e-6  # 0.2 CPU seconds over 2,000 records
+
+
+def test_an_empty_window_has_no_figures() -> None:
+    import math
+
+    w = stages.Window()
+    w.add(1.0, 0, 1.0)
+    assert math.isnan(w.rate) and math.isnan(w.cpu_us_per_event)
+
+
+def test_cpu_seconds_of_this_process() -> None:
+    import os
+
+    from pipeline.bench.procs import proc_cpu_seconds
+
+    before = proc_cpu_seconds(os.getpid())
+    sum(i * i for i in range(300_000))
+    after = proc_cpu_seconds(os.getpid())
+    assert before is not None and after >= before
+    assert proc_cpu_seconds(2**22 + 12345) is None  # no such process
 
 
 def test_missing_figures_are_not_applicable() -> None:
