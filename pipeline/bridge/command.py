@@ -14,12 +14,14 @@ from pipeline.config import (
     add_value_format_arg,
     amqp_connect_kwargs,
     env,
+    env_float,
     env_int,
     kafka_client_kwargs,
 )
 
 from . import sink as sink_mod
-from .relay import MIN_PRIORITIES, BridgeSettings, install_signal_handlers, run_bridge
+from .heartbeat import Heartbeat, HeartbeatSettings, QueueDepth, default_bridge_id
+from .relay import MIN_PRIORITIES, BridgeSettings, Relay, catalog_topics, install_signal_handlers, run_bridge
 from .sink import SinkSettings
 from .sources import (
     AmqpSettings,
@@ -122,6 +124,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="Prometheus /metrics port, 0 disables (env BRIDGE_METRICS_PORT; default %(default)s)")
     r.add_argument("--metrics-addr", default=env("BRIDGE_METRICS_ADDR", "127.0.0.1"),
                    help="address /metrics listens on (env BRIDGE_METRICS_ADDR; default %(default)s)")
+    r.add_argument("--heartbeat-interval", type=float, default=env_float("BRIDGE_HEARTBEAT_INTERVAL", 5.0),
+                   help="seconds between heartbeats, written into every relay partition while the bridge is "
+                        "caught up, so the workers' clocks move on quiet partitions; 0 disables "
+                        "(env BRIDGE_HEARTBEAT_INTERVAL; default %(default)s)")
+    r.add_argument("--bridge-id", default=env("BRIDGE_ID") or default_bridge_id(),
+                   help="this bridge in its heartbeats, unique among the replicas (env BRIDGE_ID, the pod name "
+                        "in Kubernetes; default host name and process id)")
     r.add_argument("--log-level", default=env("LOG_LEVEL", "info"),
                    choices=("debug", "info", "warning", "error"), help="(env LOG_LEVEL; default %(default)s)")
 
@@ -169,6 +178,28 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
     )
 
 
+def heartbeat_from_args(args: argparse.Namespace) -> HeartbeatSettings:
+    if args.heartbeat_interval < 0:
+        raise ConfigError(f"--heartbeat-interval must not be negative, not {args.heartbeat_interval}")
+    if not args.bridge_id.strip():
+        raise ConfigError("--bridge-id is empty")
+    return HeartbeatSettings(interval_s=args.heartbeat_interval, bridge_id=args.bridge_id.strip())
+
+
+def heartbeat_for(hb: HeartbeatSettings, settings: BridgeSettings, source: Source, relay: Relay) -> Heartbeat | None:
+    """The heartbeat writer of a running relay; None when off or the source cannot say it is caught up."""
+    if not hb.interval_s:
+        return None
+    if not isinstance(source, AmqpSource):
+        logging.getLogger("pipeline.bridge").info(
+            "no heartbeats: the %s source cannot tell when it is caught up", source.description)
+        return None
+    relay_topics = [t for t in catalog_topics(settings.topic_prefix) if t != relay.deadletter_topic]
+    return Heartbeat(hb, settings.sink, value_format=settings.value_format,
+                     topics=lambda: [t for t in relay_topics if t in relay.sink.topics],
+                     unconfirmed=lambda: relay.in_flight, backlog=QueueDepth(source.settings))
+
+
 def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Source:
     spec = args.source
     if spec == "amqp":
@@ -202,6 +233,7 @@ def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Sour
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    hb_settings = heartbeat_from_args(args)
     source = source_from_args(args, settings)
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,
@@ -219,7 +251,19 @@ def run(args: argparse.Namespace) -> int:
             await preflight.check_amqp(source.settings.url, source.settings.ssl_context)
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_bridge(settings, source, stop)
+        beating: list[asyncio.Task] = []
+
+        def on_ready(relay: Relay) -> None:
+            heartbeat = heartbeat_for(hb_settings, settings, source, relay)
+            if heartbeat is not None:
+                beating.append(asyncio.get_running_loop().create_task(heartbeat.run(stop)))
+
+        try:
+            await run_bridge(settings, source, stop, on_ready)
+        finally:
+            for task in beating:
+                task.cancel()
+            await asyncio.gather(*beating, return_exceptions=True)
         return 0
 
     return asyncio.run(main())
