@@ -7,6 +7,7 @@ consumer's positions, so the agents pay nothing per event beyond the counters th
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -25,14 +26,17 @@ class PipelineCollector(Collector):
         open_operations: Callable[[], Mapping[str, int]],
         consumer_lag: Callable[[], Mapping[tuple[str, int], int]],
         counters: Callable[[], Iterable[tuple[str, str, float]]] = lambda: (),
+        lanes: Callable[[], Mapping[tuple[str, int], int]] = dict,
     ) -> None:
         self.observations = observations
         self.open_operations = open_operations
         self.consumer_lag = consumer_lag
         self.counters = counters
+        self.lanes = lanes
 
     def collect(self) -> Iterator[Metric]:
-        return iter(pipeline_metrics(self.observations, self.open_operations(), self.consumer_lag(), self.counters()))
+        return iter(pipeline_metrics(self.observations, self.open_operations(), self.consumer_lag(), self.counters(),
+                                     self.lanes(), time.time()))
 
 
 def pipeline_metrics(
@@ -40,6 +44,8 @@ def pipeline_metrics(
     open_operations: Mapping[str, int],
     consumer_lag: Mapping[tuple[str, int], int],
     counters: Iterable[tuple[str, str, float]] = (),
+    lanes: Mapping[tuple[str, int], int] | None = None,
+    now: float = 0.0,
 ) -> list[Metric]:
     """Our metric families from plain figures (pure, so the unit tests read them directly)."""
     events = CounterMetricFamily("pipeline_events", "Notifications processed, by event type", labels=["event_type"])
@@ -65,12 +71,24 @@ def pipeline_metrics(
     )
     for (topic, partition), n in sorted(consumer_lag.items()):
         lag.add_metric([topic, str(partition)], n)
+    # the wall clock minus each lane's watermark: about lateness + one heartbeat interval when the
+    # clock runs; growing while an outage upstream holds it or a bridge is stuck (README, The clock)
+    ages = GaugeMetricFamily(
+        "pipeline_watermark_age_seconds", "Wall clock minus the lane's watermark, per source partition",
+        labels=["topic", "partition"])
+    oldest = GaugeMetricFamily("pipeline_oldest_watermark_age_seconds",
+                               "Wall clock minus the oldest watermark of this worker's source partitions")
+    lane_ages = {lane: now - mark / 1_000_000 for lane, mark in (lanes or {}).items() if mark > 0}
+    for (topic, partition), age in sorted(lane_ages.items()):
+        ages.add_metric([topic, str(partition)], round(age, 3))
+    if lane_ages:
+        oldest.add_metric([], round(max(lane_ages.values()), 3))
     extra = []
     for name, help_text, value in counters:
         family = CounterMetricFamily(name, help_text)
         family.add_metric([], value)
         extra.append(family)
-    return [events, operations, alerts, deadletters, open_ops, lag, *extra]
+    return [events, operations, alerts, deadletters, open_ops, lag, ages, oldest, *extra]
 
 
 def new_registry(app: Any | None, collector: Collector) -> CollectorRegistry:

@@ -54,6 +54,7 @@ class WebSource:
     source_topics: Iterable[str] | None = None  # for consumer lag; None: every active non-changelog topic
     expand: Callable[[dict], dict] = lambda node: node  # a listed node -> its full record (nodes() may be light)
     refresh: Callable[[], Awaitable[None]] | None = None  # brings nodes()/open_operations() up to date
+    lanes: Callable[[], Mapping[tuple[str, int], int]] = dict  # (topic, partition) -> watermark µs, active lanes
 
 
 @dataclass
@@ -194,7 +195,8 @@ class WebViews:
         self.peers = _Peers(app)
         self.extra_counters: Callable[[], Iterable[tuple[str, str, float]]] = lambda: ()
         self.history: Any = None  # the HistoryLoader, when the worker's output topics are known
-        self.collector = PipelineCollector(observations, self.open_operation_counts, self.lag, lambda: self.extra_counters())
+        self.collector = PipelineCollector(observations, self.open_operation_counts, self.lag, lambda: self.extra_counters(),
+                                           lambda: self.source.lanes())
         self.registry = new_registry(app, self.collector)
         self.dashboard = (STATIC / "dashboard.html").read_bytes()
 
@@ -375,6 +377,19 @@ class WebViews:
             }
         )
 
+    async def lanes(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        """Each lane's watermark and its age (README, The clock), oldest first."""
+        queries.parse_no_params(_multi(request), request.query_string)
+        now = time()
+        local = {"lanes": queries.lane_rows(self.source.lanes(), now)}
+        answers, failed = await self.gather(request, local)
+        if request.headers.get(SCOPE_HEADER) == "local":
+            return json_response(local)
+        lanes = queries.sort_lanes(lane for answer in answers for lane in answer["lanes"])
+        ages = [lane["age_s"] for lane in lanes if lane["age_s"] is not None]
+        return json_response({"lanes": lanes, "oldest_age_s": max(ages, default=None), "now": now,
+                              **self._workers(answers, failed)})
+
     async def healthz(self, request: aioweb.Request) -> aioweb.StreamResponse:
         return json_response({"status": "ok"})
 
@@ -426,6 +441,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/operations/stats", "stats"),
     ("/api/alerts", "alerts"),
     ("/api/summary", "summary"),
+    ("/api/lanes", "lanes"),
 )
 
 
