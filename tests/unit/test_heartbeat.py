@@ -99,3 +99,9 @@ def test_settings(monkeypatch) -> None:
     assert hb == HeartbeatSettings(0.0, "pipeline-bridge-5d8f-x2")
     with pytest.raises(ConfigError, match="--heartbeat-interval"):
         command.heartbeat_from_args(build_parser("bridge").parse_args(["bridge", "--heartbeat-interval", "-1"]))
+
+
+async def test_a_bridge_never_caught_up_writes_nothing_and_opens_no_producer() -> None:
+    hb = _heartbeat(lambda: 5, [0, 0])
+    assert await hb.beat() == 0 and await hb.beat() == 0
+    assert hb._producer is None and hb.vouched is None
