@@ -25,14 +25,30 @@ the first replica read cannot move the lane past one not read yet.
 """
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["MISSES", "LaneClocks"]
+from .models import micros
+
+__all__ = ["MISSES", "LaneClocks", "heartbeat_of"]
 
 Lane = Hashable  # (topic, partition) in the worker
 
 MISSES = 3  # heartbeat intervals a bridge may miss on a lane before it no longer holds the lane
+
+
+def heartbeat_of(event: Mapping[str, Any]) -> tuple[str, int, int, int]:
+    """(bridge, vouched µs, sent µs, interval µs) of a heartbeat record (docs/contracts.md,
+    Heartbeats); ValueError when it is not one the bridge writes."""
+    payload = event.get("payload")
+    try:
+        bridge, sent, interval = payload["bridge"], payload["sent_at"], float(payload["interval_s"])
+        if not isinstance(bridge, str) or not bridge or interval <= 0:
+            raise ValueError
+        return bridge, micros(event["timestamp"]), micros(sent), int(interval * 1_000_000)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"not a heartbeat the bridge writes: payload {str(payload)[:200]}") from None
 
 
 @dataclass(slots=True)
