@@ -13,15 +13,18 @@ import os
 import signal
 import time
 
+import aiohttp
 import pytest
 
 from tests.support.lanes import DEADLINE_S, LATENESS_S, Lanes, no_false_alarm, nodes_on, read_outputs, running, wait_outputs
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_TIME_S = 60.0  # a missing end must be flagged at most this long after its deadline
+CLOCK_AGE_S = 30.0  # lateness 5 s + heartbeat interval 5 s, and room for a loaded machine
 FIGURES: list[str] = []
 
 
@@ -37,6 +40,7 @@ async def lanes(tmp_path):
 
 @pytest.mark.parametrize("replicas, kill_worker", [(1, False), (2, True)], ids=["one-bridge", "two-bridges-worker-killed"])
 async def test_missing_ends_on_a_quiet_partition_are_flagged_in_time(lanes: Lanes, replicas: int, kill_worker: bool) -> None:
+    lanes.web_port = free_port()
     await running(lanes, replicas)
     lost, ended = nodes_on(0, 4), nodes_on(1, 4) + nodes_on(2, 4)
     started_at = lanes.publish("start", ended + lost)
@@ -68,6 +72,20 @@ async def test_missing_ends_on_a_quiet_partition_are_flagged_in_time(lanes: Lane
     # (docs/contracts.md, output headers), which consumers drop
     by_id = {op["op_id"]: op["resource_uuid"] for op in out.operations}
     assert sorted(by_id.values()) == sorted(ended)
+
+    # what an operator sees: every lane's clock runs, none older than lateness + an interval or so
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{lanes.web_port}/api/lanes") as r:
+            body = await r.json()
+        async with session.get(f"http://127.0.0.1:{lanes.web_port}/metrics") as r:
+            metrics = await r.text()
+    node_lanes = {(lane["topic"], lane["partition"]): lane for lane in body["lanes"]
+                  if lane["topic"] == f"{lanes.names.topic_prefix}baremetal.node"}
+    assert set(node_lanes) == {(f"{lanes.names.topic_prefix}baremetal.node", p) for p in range(3)}, body
+    assert all(lane["age_s"] is not None and lane["age_s"] < CLOCK_AGE_S for lane in body["lanes"]), body
+    oldest = [float(line.split()[-1]) for line in metrics.splitlines()
+              if line.startswith("pipeline_oldest_watermark_age_seconds ")]
+    assert oldest and oldest[0] < CLOCK_AGE_S and body["oldest_age_s"] < CLOCK_AGE_S, (oldest, body["oldest_age_s"])
 
 
 async def test_a_stopped_bridge_raises_no_false_alarm(lanes: Lanes) -> None:

@@ -54,8 +54,11 @@ class Lanes:
         self.procs.append(proc)
         return proc
 
+    web_port: int | None = None  # the worker's web views, when a test reads them
+
     def worker(self, *extra: str) -> Proc:
         proc = start_worker(self.names, bootstrap=self.kafka, partitions=PARTITIONS, data_dir=self.data_dir,
+                            web_port=self.web_port,
                             extra=[*WORKER_ARGS, "--group-instance-id", f"lanes-{self.names.run}", *extra])
         self.procs.append(proc)
         return proc
