@@ -1,20 +1,24 @@
 """The agent: one stream over every relay topic, concurrency 1, the pure state machine inside.
 
-Per relay record: decode (codec) -> watermark -> dedup + operations + node state (operations.on_event)
--> write the resource record -> publish outputs -> loss counts -> the watchdog's due checks for this
-partition (operations.on_expiry), written in the same stream context.
+The body works on batches (what the stream has buffered, acked after the batch): per batch, decode every record (codec), then per
+record in order: watermark -> dedup + operations + node state (operations.on_event) -> outputs ->
+loss counts -> the watchdog's due checks for its partition (operations.on_expiry). Each resource's
+state is read from the table once per batch and written back once, after the batch; the outputs go
+to the producer in order, then the table writes as one group of changelog records.
 
 What a crash can and cannot do (at-least-once input, faust commits every 2.8 s):
 
+* a batch's records are acked only after the body has handed its outputs to the producer and its
+  changelog records to `ChangelogQueue`; a commit drains that queue first, so a committed offset
+  means the outputs and the state of every record before it are in Kafka;
 * outputs go to the partition number of their event (output topics have the relay topics'
   partition count) with a header ``id`` = the output's deterministic id;
-* a table's changelog record is produced only after the outputs of its event are acknowledged
-  (`ChangelogQueue`), and faust's commit waits for that queue: in Kafka, state is never ahead of
-  outputs, and a committed offset means both are there;
+* a batch's changelog records are produced only after every output of the batch is acknowledged
+  (`ChangelogQueue`): in Kafka, state is never ahead of outputs;
 * after an assignment, before any record flows, the tail of each output partition is re-read
-  (`replay_guard_s` before its newest record): the ids found there are not published again, so an
-  event replayed because its state write did not make it before the crash does not duplicate the
-  outputs it already published;
+  (`replay_guard_s` before its newest record): the ids found there are not published again, so a
+  batch replayed because its state did not make it before the crash does not duplicate the outputs
+  it already published (the ids are deterministic: the same state and records give the same ids);
 * RocksDB tables left by an unclean stop are rebuilt from the changelog (command.py), since their
   local writes may be ahead of what reached Kafka.
 """
@@ -23,72 +27,74 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from time import monotonic
 import os
 import signal
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Sequence
+from time import monotonic, process_time
 from typing import Any
 
 import orjson
 
 from .. import codec
-from . import operations, state as state_view
+from . import faust_patches, operations, state as state_view
 from .models import Counter, Output, micros
 from .watchdog import Watchdog
 
-__all__ = ["Processor", "install"]
+__all__ = ["Batches", "DictStore", "Processor", "install"]
 
 log = logging.getLogger("pipeline.worker")
 
 Sink = Callable[[str, bytes, Output, int], None]
+Record = tuple[str, int, "bytes | None", bytes]  # relay topic, partition, key, value
+_ABSENT = object()  # a key read this batch and not in the table
 
 
-class DirectTable:
-    """A faust table whose writes go to its store and whose changelog records go to the outbox.
+class DictStore(dict):
+    """A table as a plain dict, read and written by partition like `TableWriter` (tests, tools)."""
 
-    faust's own path (`table[k] = v` -> `send_soon` -> ProducerBuffer) drains one record per event
-    loop turn; measured here it tops out near 2,500 records/s and stalls the stream ("producer
-    buffer full"), while this worker writes about three records per event. The store is written
-    exactly as `Table.__setitem__` does (the current event picks the RocksDB partition), the
-    changelog record is the one faust would send (same topic, key, value, partition), and the
-    RocksDB offset bookkeeping of `Table._on_changelog_sent` is kept through `on_sent`.
-    Faust's commit flushes the same aiokafka producer before committing offsets, so the
-    at-least-once contract is unchanged.
+    def get_in(self, partition: int, key: bytes) -> bytes | None:  # noqa: ARG002 - one dict for all
+        return self.get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:  # noqa: ARG002
+        self[key] = value
+
+
+class TableWriter:
+    """A faust table written by partition, its changelog records collected for the producer.
+
+    The store is written as `Table.__setitem__` would (faust_patches.PartitionStore); the
+    changelog record is the one faust would send (same topic, key, value, partition) and is
+    released by `ChangelogQueue` once the batch's outputs are acknowledged, with the RocksDB offset
+    bookkeeping of `Table._on_changelog_sent` on delivery.
     """
 
-    def __init__(self, table: Any, outbox: list) -> None:
-        self.table = table
-        self.store = table.data
+    def __init__(self, table: Any) -> None:
+        self.store = faust_patches.PartitionStore(table)
         self.topic = table.changelog_topic.get_topic_name()
-        self.outbox = outbox
+        self.changelog: list[tuple[str, bytes, bytes, int, Callable[[Any], None]]] = []
 
-    def get(self, key: bytes, default: Any = None) -> Any:
-        return self.store.get(key, default)
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
+        return self.store.get(partition, key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.store.put(partition, key, value)
+        self.changelog.append((self.topic, key, value, partition, self.store.on_changelog_sent))
 
     def items(self) -> Any:
-        return self.table.items()
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.store[key] = value
-        self.outbox.append((self.topic, key, value, _current_partition(), None, self._on_sent, True))
-
-    def _on_sent(self, fut: Any) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return
-        meta = fut.result()
-        self.store.set_persisted_offset(meta.topic_partition, meta.offset)
+        return self.store.items()
 
 
 class ChangelogQueue:
-    """Table changelog records, released to the producer in order, each once the outputs of its
-    event are acknowledged.
+    """Groups of table changelog records, released to the producer in order, each group once the
+    outputs of its batch are acknowledged.
 
     A changelog record reaching Kafka before the outputs of the same event would, after a crash,
     leave a state that says "done" for outputs that were never published: the replayed event is a
     duplicate, its outputs are lost. Outputs and changelog go to different partitions, so the
-    producer alone does not order them. Holding each changelog record until its event's outputs
+    producer alone does not order them. Holding each batch's changelog records until its outputs
     are acknowledged makes the changelog never ahead of the outputs; faust's commit waits for this
-    queue (`flush` is wrapped), so a committed offset still means "state and outputs are in Kafka".
+    queue (faust_patches.flush_first), so a committed offset still means "state and outputs are in
+    Kafka".
     """
 
     def __init__(self, app: Any, on_delivery: Callable[[Any], None]) -> None:
@@ -97,32 +103,29 @@ class ChangelogQueue:
         self.queue: collections.deque = collections.deque()
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
-        self.released = 0  # records handed to the producer so far
-        producer = app.producer
-        original = producer.flush
+        self.released = 0  # groups handed to the producer so far
 
-        async def flush() -> None:
-            # the offsets being committed were taken before this call: the records queued now
-            # are theirs (and maybe a few more); later ones belong to a later commit
+        async def drain_queued() -> None:
+            # the offsets being committed were taken before this call: the groups queued now are
+            # theirs (and maybe a few more); later ones belong to a later commit
             await self.drain(len(self.queue))
-            await original()
 
-        producer.flush = flush  # faust: commit and shutdown both flush the producer first
+        faust_patches.flush_first(app.producer, drain_queued)
 
-    def put(self, outputs: list, record: tuple) -> None:
-        self.queue.append((list(outputs), record))
+    def put(self, outputs: list, records: list) -> None:
+        self.queue.append((outputs, records))
 
     def kick(self) -> None:
         if self.queue and (self.task is None or self.task.done()):
             self.task = asyncio.ensure_future(self.drain(len(self.queue)))
 
     async def drain(self, count: int) -> None:
-        """Release the first `count` records (fewer if others released them meanwhile)."""
+        """Release the first `count` groups (fewer if others released them meanwhile)."""
         target = self.released + count
         async with self.lock:
-            producer = self.app.producer._ensure_producer()
+            producer = faust_patches.aiokafka_producer(self.app)
             while self.queue and self.released < target:
-                outputs, (topic, key, value, partition, on_sent) = self.queue[0]
+                outputs, records = self.queue[0]
                 for fut in outputs:
                     if not fut.done():
                         await asyncio.wait([fut])
@@ -130,50 +133,93 @@ class ChangelogQueue:
                         # never write the state of an event whose outputs were not published, and
                         # fail the flush so faust does not commit past it
                         raise RuntimeError(f"an output was not produced: {fut.exception() if not fut.cancelled() else 'cancelled'}")
-                fut = await producer.send(topic, value, key=key, partition=partition)
-                fut.add_done_callback(self.on_delivery)
-                fut.add_done_callback(on_sent)
+                # RocksDB keeps one changelog offset per partition: the group's last record there
+                # sets it (records of a partition are acknowledged in order)
+                last = {(topic, partition): i for i, (topic, _, _, partition, _) in enumerate(records)}
+                for i, (topic, key, value, partition, on_sent) in enumerate(records):
+                    fut = await producer.send(topic, value, key=key, partition=partition)
+                    fut.add_done_callback(self.on_delivery)
+                    if last[(topic, partition)] == i:
+                        fut.add_done_callback(on_sent)
                 self.queue.popleft()
                 self.released += 1
 
 
-def _current_partition() -> int:
-    from faust.streams import current_event
+class Batches:
+    """The agent's records, gathered into batches and folded by `fold_records` (which returns an
+    awaitable that hands on the outputs and changelog), then acked.
 
-    event = current_event()
-    if event is None:
-        raise RuntimeError("table written outside of stream iteration")
-    return event.message.partition
+    A batch is what the stream has buffered when a record arrives, up to `size`: a backlog is
+    folded a thousand records at a time, a trickle one by one, with no added latency. Records are
+    acked only after their batch has been handed on. One case needs a timer (`fold_if_idle`):
+    between two records of a backlog the stream can stop (a rebalance suspends faust's flow and the
+    queued records are dropped unread), and faust then waits, with no timeout, for every record it
+    handed out to be acked (Consumer.wait_empty): a batch left holding would stall the rebalance.
+    """
+
+    IDLE_S = 0.05  # a held batch older than this, while the agent waits, is folded by the timer
+
+    def __init__(self, fold_records: Callable[[list], Any], size: int) -> None:
+        self.fold_records = fold_records
+        self.size = size
+        self.held: list = []  # events gathered, not yet folded (not acked)
+        self.since = 0.0  # monotonic time the first of them was gathered
+        self.stream: Any = None  # the stream that acks them
+        self.lock = asyncio.Lock()
+
+    async def add(self, stream: Any, event: Any, nothing_buffered: bool) -> None:
+        if not self.held:
+            self.since = monotonic()
+            self.stream = stream
+        self.held.append(event)
+        if nothing_buffered or len(self.held) >= self.size:
+            await self.fold()
+
+    async def fold_if_idle(self, now: float) -> None:
+        if self.held and now - self.since > self.IDLE_S:
+            await self.fold()
+
+    async def fold(self) -> None:
+        async with self.lock:  # the agent and the timer: one batch at a time, in order
+            if not self.held:
+                return
+            batch, stream = self.held[:], self.stream
+            self.held.clear()
+            await self.fold_records(batch)
+            for event in batch:
+                await stream.ack(event)
 
 
 class Processor:
-    """The agent's body, free of faust streams: tests drive it with plain mappings."""
+    """The agent's body, free of faust streams: tests drive it with `DictStore` tables."""
 
-    def __init__(self, rt: Any, resources: MutableMapping[bytes, bytes],
-                 loss: MutableMapping[bytes, bytes], sink: Sink | None = None) -> None:
+    def __init__(self, rt: Any, resources: Any, loss: Any, sink: Sink | None = None) -> None:
         self.rt = rt
         self.settings = rt.settings
         self.machine = rt.settings.machine
-        self.resources = resources
+        self.resources = resources  # get_in(partition, key), put(partition, key, value), items()
         self.loss = loss
         self.metrics = rt.metrics
         self.recent = rt.recent
         self.watchdog = Watchdog(int(rt.settings.lateness_s * 1_000_000))
         self.sink: Sink = sink or self._send
-        # records to produce after this event, in order: outputs before the table writes they
-        # follow from (see DirectTable); the agent hands them to the producer
-        self.outbox: list[tuple[str, bytes | None, bytes, int | None, list | None, Any, bool]] = []
+        # outputs of the current batch, in order: (topic, key, value, partition, headers)
+        self.outbox: list[tuple[str, bytes, bytes, int, list]] = []
         self.output_topics = {kind: topic.get_topic_name() for kind, topic in rt.outputs.items()} \
             if hasattr(rt, "outputs") else {}
         self.value_format = rt.settings.value_format
         self.stale = True  # the watchdog must be rebuilt from the table before the next event
         self.guarded: dict[int, set[str]] = {}  # partition -> output ids already in Kafka
+        # this batch: key -> state dict (or _ABSENT), and what to write back after it
+        self._states: dict[bytes, Any] = {}
+        self._dirty: dict[bytes, int] = {}  # resource key -> partition
+        self._loss_rows: dict[bytes, tuple[int, dict]] = {}  # loss key -> (partition, counts)
 
     # --- faust-facing ---------------------------------------------------------------------------
 
     def _send(self, kind: str, key: bytes, out: Output, partition: int) -> None:
         value = codec.encode_value(kind, out.record, self.value_format)
-        self.outbox.append((self.output_topics[kind], key, value, partition, [("id", out.id.encode())], None, False))
+        self.outbox.append((self.output_topics[kind], key, value, partition, [("id", out.id.encode())]))
 
     def on_assigned(self, partitions: Iterable[int]) -> None:
         self.stale = True
@@ -191,54 +237,87 @@ class Processor:
         self.stale = False
         self.rt.ready = True
 
-    # --- per record -----------------------------------------------------------------------------
+    # --- per batch ------------------------------------------------------------------------------
 
     def handle(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        """One record: a batch of one."""
+        self.handle_batch([(topic, partition, key, value)])
+
+    def handle_batch(self, records: Sequence[Record]) -> None:
+        """Fold `records` (in the order read) into the tables; outputs to `sink`, in order."""
+        if not records:
+            return
         m = self.metrics
-        m.events += 1
-        m.last_at = now = monotonic()
         if not m.first_at:
-            m.first_at = now
+            m.first_at, m.cpu_first = monotonic(), process_time()
         if self.stale:
             self.rebuild()
-        try:
-            event = codec.decode_event(value)
-            ts = micros(event["timestamp"])
-        except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
-            self._deadletter(topic, partition, key, value, exc)
-            return
+        decoded = []
+        for topic, partition, key, value in records:
+            try:
+                event = codec.decode_event(value)
+                decoded.append((topic, partition, key, event, micros(event["timestamp"])))
+            except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
+                decoded.append((topic, partition, key, value, exc))
         wd = self.watchdog
-        lane = (topic, partition)  # see watchdog: one clock per topic partition
-        wd.observe(lane, ts)
-        if key:
-            raw = self.resources.get(key)
-            res = operations.on_event(orjson.loads(raw) if raw is not None else None, event, ts,
-                                      self.machine, partition, owned=True)
-            if res.verdict == "new":
-                m.processed += 1
-                self.recent.event(event["event_type"])
-                self._commit(lane, key, res)
-            elif res.verdict == "duplicate":
-                m.duplicates += 1
-            else:
-                m.beyond_horizon += 1
-        else:
-            m.unkeyed += 1
-        mark = wd.watermark(lane)
-        m.watermarks[lane] = mark
-        for due_key, expiry in wd.due(lane):
-            raw = self.resources.get(due_key)
-            if raw is None:
+        machine = self.machine
+        states = self._states
+        watermarks = m.watermarks
+        for topic, partition, key, event, ts in decoded:
+            m.events += 1
+            if isinstance(ts, Exception):
+                self._deadletter(topic, partition, key, event, ts)
                 continue
-            res = operations.on_expiry(orjson.loads(raw), due_key.decode(), expiry, mark, self.machine, owned=True)
-            if res.changed:
-                self._commit(lane, due_key, res)
+            lane = (topic, partition)  # see watchdog: one clock per topic partition
+            wd.observe(lane, ts)
+            if key:
+                state = self._state(partition, key)
+                res = operations.on_event(state, event, ts, machine, partition, owned=True)
+                if res.verdict == "new":
+                    m.processed += 1
+                    self.recent.event(event["event_type"])
+                    states[key] = res.state
+                    self._commit(lane, key, res)
+                elif res.verdict == "duplicate":
+                    m.duplicates += 1
+                else:
+                    m.beyond_horizon += 1
+            else:
+                m.unkeyed += 1
+            mark = wd.watermark(lane)
+            watermarks[lane] = mark
+            for due_key, expiry in wd.due(lane):
+                state = self._state(partition, due_key)
+                if state is None:
+                    continue
+                res = operations.on_expiry(state, due_key.decode(), expiry, mark, machine, owned=True)
+                if res.changed:
+                    self._commit(lane, due_key, res)
+        self._write_back()
+        m.last_at, m.cpu_last = monotonic(), process_time()
         if self.settings.stop_after and m.events >= self.settings.stop_after:
             self._stop_worker()
 
+    def _state(self, partition: int, key: bytes) -> dict | None:
+        """The resource's state as this batch left it, read from the table the first time."""
+        state = self._states.get(key)
+        if state is None:
+            raw = self.resources.get_in(partition, key)
+            state = self._states[key] = _ABSENT if raw is None else orjson.loads(raw)
+        return None if state is _ABSENT else state
+
+    def _write_back(self) -> None:
+        states = self._states
+        for key, partition in self._dirty.items():
+            self.resources.put(partition, key, orjson.dumps(states[key]))
+        for row_key, (partition, counts) in self._loss_rows.items():
+            self.loss.put(partition, row_key, orjson.dumps(counts))
+        states.clear()
+        self._dirty.clear()
+        self._loss_rows.clear()
+
     def _commit(self, lane: tuple[str, int], key: bytes, res: operations.Result) -> None:
         topic, partition = lane
-        # outputs first: they are enqueued before the changelog record of the same change
         guard = self.guarded.get(partition)
         for out in res.outputs:
             if guard is not None and out.id in guard:
@@ -253,22 +332,22 @@ class Processor:
                 self.recent.on_alert(out.record)
         res.state["t"] = topic
         res.state["w"] = self.watchdog.watermark(lane)
-        self.resources[key] = orjson.dumps(res.state)
+        self._dirty[key] = partition
         if res.counters:
             self._count(partition, res.counters)
         if res.expiries:
             self.watchdog.schedule(lane, key, res.expiries)
 
     def _count(self, partition: int, counters: list[Counter]) -> None:
-        rows: dict[bytes, list[Counter]] = {}
+        rows = self._loss_rows
         for c in counters:
-            rows.setdefault(state_view.loss_key(partition, c.publisher, c.operation), []).append(c)
-        for row_key, cs in rows.items():
-            raw = self.loss.get(row_key)
-            counts = orjson.loads(raw) if raw is not None else {}
-            for c in cs:
-                counts[c.what] = counts.get(c.what, 0) + 1
-            self.loss[row_key] = orjson.dumps(counts)
+            row_key = state_view.loss_key(partition, c.publisher, c.operation)
+            row = rows.get(row_key)
+            if row is None:
+                raw = self.loss.get_in(partition, row_key)
+                row = rows[row_key] = (partition, orjson.loads(raw) if raw is not None else {})
+            counts = row[1]
+            counts[c.what] = counts.get(c.what, 0) + 1
 
     def _deadletter(self, topic: str, partition: int, key: bytes | None, value: bytes, exc: Exception) -> None:
         self.metrics.undecodable += 1
@@ -325,11 +404,14 @@ class Processor:
 
 
 def install(rt: Any) -> None:
-    """Register the agent and the assignment hook on `rt.app`."""
+    """Register the agent, the assignment hooks and the faust patches on `rt.app`."""
     app = rt.app
-    processor = Processor(rt, rt.resources, rt.loss)
-    processor.resources = DirectTable(rt.resources, processor.outbox)
-    processor.loss = DirectTable(rt.loss, processor.outbox)
+    sources = set(rt.topic_names.sources)
+    faust_patches.patch_new_consumers(
+        app, faust_patches.use_inline_drain,
+        lambda consumer: faust_patches.rewind_uncommitted_on_seek(consumer, sources))
+    resources, loss = TableWriter(rt.resources), TableWriter(rt.loss)
+    processor = Processor(rt, resources, loss)
     rt.processor = processor
     failures: list[BaseException] = []
 
@@ -343,17 +425,21 @@ def install(rt: Any) -> None:
     rt.changelog_queue = changelog
 
     async def produce() -> None:
-        producer = app.producer._ensure_producer()  # the aiokafka producer faust flushes on commit
-        send = producer.send
+        """The batch's outputs to the producer now, its changelog records once they are acked."""
         outputs = []
-        for topic, key, value, partition, headers, on_sent, deferred in processor.outbox:
-            if deferred:
-                changelog.put(outputs, (topic, key, value, partition, on_sent))
-                continue
-            fut = await send(topic, value, key=key, partition=partition, headers=headers)
-            fut.add_done_callback(check_delivery)
-            outputs.append(fut)
-        processor.outbox.clear()
+        if processor.outbox:
+            send = faust_patches.aiokafka_producer(app).send
+            for topic, key, value, partition, headers in processor.outbox:
+                fut = await send(topic, value, key=key, partition=partition, headers=headers)
+                fut.add_done_callback(check_delivery)
+                outputs.append(fut)
+            processor.outbox.clear()
+        records = []
+        for writer in (processor.resources, processor.loss):  # tests swap in DictStores
+            records.extend(getattr(writer, "changelog", ()))
+            getattr(writer, "changelog", []).clear()
+        if records:
+            changelog.put(outputs, records)
         changelog.kick()
 
     first_offsets: dict[tuple[str, int], int] = {}
@@ -361,7 +447,7 @@ def install(rt: Any) -> None:
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
         first_offsets.clear()
-        partitions = {tp.partition for tp in assigned if tp.topic in rt.topic_names.sources}
+        partitions = {tp.partition for tp in assigned if tp.topic in sources}
         log.info("assigned relay partitions %s", sorted(partitions))
         processor.on_assigned(partitions)
         # read the output tails now, while faust holds the partitions paused: an await inside the
@@ -374,106 +460,19 @@ def install(rt: Any) -> None:
 
     @app.on_rebalance_complete.connect
     async def _hold_flow_for_seek(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
-        """Stop the fetcher while faust seeks the relay partitions back to their committed offsets.
-
-        faust sends this signal at the top of `Recovery.on_recovery_completed` (and of
-        `_resume_streams`); that method then resumes the stream partitions and awaits
-        `Consumer.perform_seek()` with the flow still active since the changelog read
-        (faust/tables/recovery.py:451-452, then 649-656; flow resumed again only at 659-660).
-        aiokafka's `seek_to_committed` asks the coordinator once per assigned partition
-        (aiokafka/consumer/consumer.py:897-902), so meanwhile the fetcher hands the agent records it
-        had prefetched and moves `_read_offset` ahead; `perform_seek` then moves it back
-        (faust/transport/consumer.py:569), the next record looks like a jump, and `_drain_messages`
-        records the range as a "gap" (consumer.py:1212-1215, 1164) although those offsets are read
-        and acked (again). `_new_offset` merges the gap into the acked offsets without dropping what
-        is already there (consumer.py:1127): the list holds offsets twice, `consecutive_numbers`
-        ends its run at the first duplicate (consumer.py:1145), and each commit advances the
-        partition by about one record. The agent has read everything, the group never catches up
-        (seen after a SIGKILL: the restart has a changelog to recover and records to re-read, so the
-        seek has a backlog to race). With the flow stopped here the fetcher delivers nothing
-        between the resume and the seek; faust resumes the flow itself right after the seek. What
-        a fetch already under way returns meanwhile faust discards, to be fetched again from the
-        position the seek sets (`_rewind_uncommitted_on_seek` makes that true for every partition).
-        """
-        consumer = app.consumer
-        if not getattr(consumer, "_pipeline_rewinds_uncommitted", False):
-            _rewind_uncommitted_on_seek(consumer)
-        consumer.stop_flow()
-        app.flow_control.suspend()
-        await asyncio.sleep(0)  # let the drain loop see the suspension before the seek starts
-
-    def _rewind_uncommitted_on_seek(consumer: Any) -> None:
-        """Make faust's "seek to committed" also rewind partitions that have no committed offset.
-
-        faust discards what the fetcher returns while its flow is stopped (or for a partition it
-        has just paused) and relies on `perform_seek` to fetch it again (faust/transport/consumer.py:
-        766-772). aiokafka's `seek_to_committed` skips partitions without a committed offset
-        (aiokafka/consumer/consumer.py:901), so for those the position stays past records nobody
-        processed: they are never read and never committed, and the group's lag stays above zero
-        (seen in tests/faults: a restart before the first commit of a small topic). Such a
-        partition goes back to its beginning, where `auto_offset_reset=earliest` started it;
-        what it re-reads is dropped by the dedup.
-        """
-        from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
-
-        original = consumer.perform_seek
-
-        async def perform_seek() -> None:
-            await original()
-            fresh = [tp for tp in consumer.assignment()
-                     if tp.topic in rt.topic_names.sources and not consumer._read_offset.get(tp)]
-            if fresh:
-                log.info("%d relay partitions without a committed offset: read from their beginning", len(fresh))
-                await consumer._thread.seek_to_beginning(*(ensure_aiokafka_TP(tp) for tp in fresh))
-
-        consumer.perform_seek = perform_seek
-        consumer._pipeline_rewinds_uncommitted = True
+        await faust_patches.hold_flow_for_seek(app)
 
     stalls: dict[Any, tuple[int, int]] = {}
 
     @app.timer(5.0)
     async def _commit_watch() -> None:
-        """Keep faust's acked offsets committable (faust-streaming#596 and its kin).
-
-        faust commits, per partition, the first run of consecutive offsets in `Consumer._acked[tp]`
-        that starts at the committed offset (`Consumer._new_offset`). Two states of that list stop
-        the committed offset although the agent has read the records, and the group's lag then
-        never reaches zero:
-
-        * an offset listed twice: the run ends at the first duplicate, so each commit advances by
-          about one record. This is what the recovery-seek race left behind (see
-          `_hold_flow_for_seek`, which prevents it); should it happen anyway, the list is reduced to
-          distinct offsets, as `Consumer.ack` keeps it with `_acked_index`, and a warning says so.
-        * a hole at the head: faust marked records as read that never reached the agent, so they
-          are never acked (#596). When a partition shows the same hole on two checks in a row, it
-          is read again from the committed offset: the skipped records are processed, the ones
-          after them are duplicates the dedup drops, and commits resume.
-        """
+        """Keep faust's acked offsets committable (faust_patches.repair_acked_offsets): a
+        partition whose head stays unacked is read again from its committed offset; the records
+        after the hole are duplicates the dedup drops."""
         if app.rebalancing or getattr(app, "in_recovery", False) or not rt.ready:
             return
         consumer = app.consumer
-        acked_by_tp = getattr(consumer, "_acked", {})
-        for tp, acked in list(acked_by_tp.items()):
-            committed = consumer._committed_offset.get(tp)
-            if not acked or committed is None or tp.topic not in rt.topic_names.sources:
-                stalls.pop(tp, None)
-                continue
-            distinct = set(acked)
-            if len(distinct) < len(acked):
-                # no await between reading and rewriting: faust's commit (same loop) sees either
-                log.warning("%s[%d]: %d acked offsets were listed twice, which lets faust commit one "
-                            "record at a time; keeping each once", tp.topic, tp.partition,
-                            len(acked) - len(distinct))
-                acked[:] = sorted(distinct)
-                consumer._acked_index[tp].update(distinct)
-            head = min(acked)
-            if head <= committed:
-                stalls.pop(tp, None)
-                continue
-            if stalls.get(tp) != (committed, head):
-                stalls[tp] = (committed, head)
-                continue
-            stalls.pop(tp, None)
+        for tp, committed, head in faust_patches.repair_acked_offsets(consumer, sources, stalls):
             log.warning("%s[%d]: offsets %d..%d were skipped by the consumer (faust-streaming#596); "
                         "reading them again", tp.topic, tp.partition, committed, head - 1)
             rt.metrics.reread += head - committed
@@ -498,18 +497,32 @@ def install(rt: Any) -> None:
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
+    def fold_records(events: list) -> Any:
+        records = []
+        for ev in events:
+            msg = ev.message
+            lane = (msg.topic, msg.partition)
+            if lane not in first_offsets:
+                first_offsets[lane] = msg.offset
+                log.info("%s[%d]: first record read at offset %d", msg.topic, msg.partition, msg.offset)
+            records.append((msg.topic, msg.partition, msg.key, msg.value))
+        processor.handle_batch(records)
+        return produce()
+
+    batches = rt.batches = Batches(fold_records, rt.settings.batch_size)
+
+    @app.timer(Batches.IDLE_S)
+    async def _fold_held() -> None:
+        await batches.fold_if_idle(monotonic())
+
     @app.agent(rt.source, name="pipeline-agent", concurrency=1)
     async def process(stream: Any) -> Any:
         # faust's worker leaves the root logger at DEBUG (its handler filters): every debug call
         # of aiokafka's producer would build a log record, a fifth of the per-event cost
         logging.getLogger().setLevel(getattr(logging, rt.settings.loglevel.upper(), logging.WARNING))
-        async for event in stream.events():
-            msg = event.message
-            if (msg.topic, msg.partition) not in first_offsets:
-                first_offsets[(msg.topic, msg.partition)] = msg.offset
-                log.info("%s[%d]: first record read at offset %d", msg.topic, msg.partition, msg.offset)
-            processor.handle(msg.topic, msg.partition, msg.key, msg.value)
-            if processor.outbox:
-                await produce()
+        manual = stream.noack()  # acked by Batches, after the batch they are in
+        nothing_buffered = manual.channel.queue.empty
+        async for event in manual.events():
+            await batches.add(manual, event, nothing_buffered())
 
     rt.agent = process

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -35,7 +36,12 @@ def micros(timestamp: str) -> int:
 
 
 def to_datetime(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
+    return None if us is None else _as_datetime(us)
+
+
+@lru_cache(maxsize=65536)  # a node's change times recur in each of its records; datetimes are immutable
+def _as_datetime(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
 
 
 @dataclass(frozen=True, slots=True)

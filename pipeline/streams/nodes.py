@@ -78,21 +78,22 @@ def apply(node: dict | None, event: dict, ts: int) -> tuple[dict | None, bool]:
     newest, differs = node.setdefault("n", {}), node.setdefault("d", {})
     mark = [ts, event["message_id"], event["event_type"]]
     changed = False
+    get = values.get
     for group, fields in GROUPS.items():
         if fields[0] not in data:
             continue
-        current = {f: values.get(f) for f in fields}
-        new = {f: data.get(f, current[f]) for f in fields}
-        if group == "provision" and "previous_provision_state" not in data \
-                and new["provision_state"] != current["provision_state"]:
-            new["previous_provision_state"] = current["provision_state"]
+        # values in the order of `fields` (lists: this runs for every node event)
+        current = [get(f) for f in fields]
+        new = [data.get(f, c) for f, c in zip(fields, current)]
+        if group == "provision" and "previous_provision_state" not in data and new[0] != current[0]:
+            new[2] = current[0]  # provision_state, target_provision_state, previous_provision_state
         if group == "maintenance":
-            new["maintenance"] = bool(new["maintenance"])
+            new[0] = bool(new[0])
         change = changes.get(group)
         if ts >= seen.get(group, 0):
             if new != current:
                 differs[group] = seen.get(group, 0)
-                values.update(new)
+                values.update(zip(fields, new))
                 changes[group] = mark
                 changed = True
             seen[group] = ts

@@ -96,10 +96,9 @@ def new_registry(app: Any | None, collector: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     if app is not None:
-        from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+        from pipeline.streams.faust_patches import install_lean_monitor
 
-        # What setup_prometheus_sensors() does, minus its own /metrics page: ours serves both.
-        app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
+        install_lean_monitor(app, registry)  # faust's Prometheus monitor minus its per-event sensors
     return registry
 
 

@@ -55,8 +55,10 @@ def test_metrics_parse_and_count_the_traffic(tmp_path: Path, unique: str) -> Non
         node_topic = f"{prefix}baremetal.node"
         assert {dict(labels)["partition"] for labels in lag if dict(labels)["topic"] == node_topic} == {str(p) for p in range(6)}
         assert all(v == 0 for v in lag.values()), lag
-        # faust's own sensors (faust.sensors.prometheus), under the faust_ prefix
+        # faust's own metrics (faust.sensors.prometheus), under the faust_ prefix; its per-event
+        # sensors are off (streams/faust_patches.LeanMonitor, ~40 us per event): the pipeline's own
+        # counters above count the events
         assert {"faust_messages_received", "faust_total_events", "faust_events_runtime_ms", "faust_topic_messages_sent", "faust_table_operations"} <= set(families)
-        assert samples[("faust_messages_received_total", ())] >= len(fleet.records)
+        assert samples[("faust_messages_received_total", ())] == 0
     finally:
         worker.stop()

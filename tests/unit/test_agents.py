@@ -12,6 +12,7 @@ import pytest
 from pipeline import catalog
 from pipeline.streams import scripted as s
 from pipeline.streams import state as state_view
+from pipeline.streams.agents import DictStore
 from pipeline.streams.app import WorkerSettings, create_app
 from pipeline.streams.models import Settings
 
@@ -28,15 +29,23 @@ class Harness:
         self.sent: list = []
         self.clock_node = str(uuid.uuid4())  # its events move the watermark, it has no operations
         rt.processor.sink = lambda kind, key, out, partition: self.sent.append(out)
-        # faust's own table writes (buffered changelog, never flushed without a broker) instead of
-        # the worker's direct producer path
-        rt.processor.resources, rt.processor.loss = rt.resources, rt.loss
+        # plain dicts for the tables: no changelog records, which need a broker
+        rt.processor.resources, rt.processor.loss = DictStore(), DictStore()
 
     async def put(self, body: bytes) -> dict:
         event = s.normalized(body)
         _, key, value, headers = s.relay(event)
-        await self.agent.put(key=key, value=value, partition=0, headers=headers)
+        await self.put_record(key, value, headers)
         return event
+
+    async def put_record(self, key: bytes | None, value: bytes, headers: list | None = None) -> None:
+        read = self.rt.metrics.events
+        await self.agent.put(key=key, value=value, partition=0, headers=headers)
+        # put() returns once the stream has the record; the body folds it with its batch
+        for _ in range(400):
+            if self.rt.metrics.events > read:
+                break
+            await asyncio.sleep(0.005)
 
     def of(self, kind: str) -> list[dict]:
         return [o.record for o in self.sent if o.kind == kind and o.key != self.clock_node]
@@ -46,7 +55,7 @@ class Harness:
         await self.put(s.ironic_body("baremetal.node.power_state_corrected.success", self.clock_node, s.at(seconds)))
 
     def loss(self) -> dict:
-        return state_view.loss_totals(self.rt.loss.items())
+        return state_view.loss_totals(self.rt.processor.loss.items())
 
 
 @pytest.fixture()
@@ -200,7 +209,7 @@ async def test_start_with_no_end_past_the_deadline(h: Harness) -> None:
     await h.advance(5000)
     assert len(h.of("alert")) == 1
     assert h.of("operation") == []
-    assert [o["operation"] for o in state_view.open_operations(n, h.rt.resources[n.encode()])] == [POWER]
+    assert [o["operation"] for o in state_view.open_operations(n, h.rt.processor.resources[n.encode()])] == [POWER]
     assert h.loss()[(PUB, POWER)] == {"started": 1, "missing": 1}
 
 
@@ -220,7 +229,7 @@ async def test_late_end_after_the_alert(h: Harness) -> None:
         "message_id": b["message_id"], "provision_state": None, "detail": "success 150000 ms after the deadline",
     }]
     assert h.loss()[(PUB, POWER)] == {"started": 1, "missing": 1, "ended": 1, "late": 1}
-    assert state_view.open_operations(n, h.rt.resources[n.encode()]) == []
+    assert state_view.open_operations(n, h.rt.processor.resources[n.encode()]) == []
 
 
 async def test_provision_set_success_with_no_start(h: Harness) -> None:
@@ -282,7 +291,7 @@ async def test_task_success_and_failure(h: Harness) -> None:
 async def test_undecodable_record_goes_to_the_dead_letter_topic(h: Harness, monkeypatch) -> None:
     sent = []
     monkeypatch.setattr(h.rt.deadletter, "send_soon", lambda **kw: sent.append(kw))
-    await h.agent.put(key=b"x", value=b"not avro, not json", partition=0)
+    await h.put_record(b"x", b"not avro, not json")
     assert h.rt.metrics.undecodable == 1
     assert sent and sent[0]["value"] == b"not avro, not json"
     assert dict(sent[0]["headers"])["reason"].startswith(b"value is neither")
@@ -302,3 +311,31 @@ async def test_outputs_encode_with_their_schemas(h: Harness) -> None:
         assert name == out.kind
         kinds.add(name)
     assert kinds == {"operation", "alert", "node_state"}
+
+
+async def test_a_batch_held_while_the_stream_stops_is_folded_by_the_timer() -> None:
+    """The agent holds records while more are buffered; if the stream then stops (a rebalance
+    drops the queued records unread), the timer folds and acks what is held: faust's rebalance
+    waits for those acks without a timeout."""
+    from pipeline.streams.agents import Batches
+
+    folded: list[list] = []
+    acked: list = []
+
+    async def produced() -> None:
+        pass
+
+    class Stream:
+        async def ack(self, event) -> None:
+            acked.append(event)
+
+    batches = Batches(lambda events: (folded.append(list(events)), produced())[1], size=1000)
+    await batches.add(Stream(), "e1", nothing_buffered=False)
+    await batches.add(Stream(), "e2", nothing_buffered=False)
+    assert folded == [] and acked == []  # more was buffered: still gathering
+    await batches.fold_if_idle(batches.since + Batches.IDLE_S / 2)
+    assert folded == []  # not idle yet
+    await batches.fold_if_idle(batches.since + Batches.IDLE_S * 2)
+    assert folded == [["e1", "e2"]] and acked == ["e1", "e2"]
+    await batches.add(Stream(), "e3", nothing_buffered=True)  # nothing else buffered: at once
+    assert folded[-1] == ["e3"] and acked[-1] == "e3"

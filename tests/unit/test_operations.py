@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import uuid
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pipeline import catalog
 from pipeline.streams import dedup, operations as ops, scripted as s
 from pipeline.streams.models import SECOND, Expiry, Settings, micros
@@ -141,3 +144,14 @@ def test_unpaired_glance_events_open_nothing() -> None:
     e = s.normalized(s.glance_body("image.activate", image, s.at(0)))
     state, outputs, expiries, counters = fold([e])
     assert (outputs, expiries, counters, state["ops"]) == ([], [], [], {})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(), st.integers()), max_size=5))
+def test_output_id_is_uuid5_of_the_joined_parts(parts) -> None:
+    import uuid
+
+    from pipeline.streams.operations import _NS, output_id
+
+    expected = str(uuid.uuid5(_NS, "|".join("" if p is None else str(p) for p in parts)))
+    assert output_id(*parts) == expected

@@ -3,20 +3,9 @@ committed offsets at the end of a recovery (agents._hold_flow_for_seek), and why
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
-from pipeline.streams.app import WorkerSettings, create_app
-
-
-@pytest.fixture()
-def rt():
-    settings = WorkerSettings(app_id=f"unit-{uuid.uuid4().hex[:8]}", store="memory://", web_enabled=False,
-                              replay_guard_s=0.0)
-    rt = create_app(settings, partitions=1)
-    rt.app.finalize()
-    return rt
 
 
 async def test_end_of_recovery_stops_the_fetcher_until_faust_resumes_it(rt) -> None:

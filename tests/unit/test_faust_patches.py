@@ -1,0 +1,105 @@
+"""The faust/aiokafka internals pipeline.streams.faust_patches relies on are still there, and the
+patches still do their job. An upgrade of faust-streaming or aiokafka that removes, renames or
+rewrites one of them fails here, loudly, naming it: re-read the patch before changing a pin."""
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import version
+
+import pytest
+
+from pipeline.streams import faust_patches as fp
+
+
+def test_the_pinned_versions_are_installed() -> None:
+    assert (version("faust-streaming"), version("aiokafka")) == (fp.FAUST_VERSION, fp.AIOKAFKA_VERSION)
+
+
+def test_every_private_name_a_patch_uses_exists(rt) -> None:
+    assert fp.missing(consumer=rt.app.consumer) == []
+    assert fp.missing() == []
+
+
+def test_the_faust_code_the_patches_copy_is_unchanged() -> None:
+    assert fp.source_drift() == [], "faust changed a method a patch copies or relies on: re-diff the patch"
+
+
+def test_the_check_fails_on_an_object_lacking_a_patched_attribute() -> None:
+    """Pointed at objects that lack what the patches need, the checks name them."""
+    lacking = (("faust.transport.consumer:Consumer", "_drain_messages_renamed", "class"),
+               ("faust.transport.consumer:Consumer", "_read_offset_renamed", "consumer"),
+               ("faust.stores.rocksdb:Store", "_key_index_renamed", "store"),
+               ("faust.transport.gone:Consumer", "_thread", "class"),
+               ("faust.transport.consumer:Consumer", "_read_offset", "class"))  # set in __init__, not on the class
+    assert fp.missing(lacking) == [
+        "faust.transport.consumer:Consumer._drain_messages_renamed",
+        "faust.transport.consumer:Consumer._read_offset_renamed",
+        "faust.stores.rocksdb:Store._key_index_renamed",
+        "faust.transport.gone:Consumer (needed for _thread)",
+        "faust.transport.consumer:Consumer._read_offset",
+    ]
+    assert fp.source_drift({"faust.transport.consumer:Consumer._drain_messages": "0" * 64}) == [
+        "faust.transport.consumer:Consumer._drain_messages"]
+
+
+def test_the_consumer_faust_creates_drains_inline(rt) -> None:
+    consumer = rt.app.consumer
+    assert consumer._drain_messages.__qualname__.startswith("use_inline_drain")
+    assert consumer._pipeline_rewinds_uncommitted
+
+
+async def test_a_callback_that_blocks_is_resumed_not_restarted() -> None:
+    """The inline drain's fallback: a coroutine driven to its first suspension and handed to a
+    task continues where it stopped, and gets cancellation."""
+    steps: list[str] = []
+    gate: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def callback() -> str:
+        steps.append("before")
+        await gate
+        steps.append("after")
+        return "done"
+
+    coro = callback()
+    pending = coro.send(None)
+    task = asyncio.ensure_future(fp._Resume(coro, pending))
+    await asyncio.sleep(0)
+    gate.set_result(None)
+    assert await task == "done"
+    assert steps == ["before", "after"]
+
+    blocked: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        try:
+            await blocked
+        except asyncio.CancelledError:
+            steps.append("cancelled")
+            raise
+
+    coro = waits()
+    task = asyncio.ensure_future(fp._Resume(coro, coro.send(None)))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert steps[-1] == "cancelled"
+
+
+def test_the_lean_monitor_keeps_what_is_read_back() -> None:
+    from faust.types import TP
+    from prometheus_client import CollectorRegistry
+
+    class App:
+        monitor = None
+
+    app = App()
+    fp.install_lean_monitor(app, CollectorRegistry())
+    tp = TP("t", 0)
+    app.monitor.on_message_in(tp, 41, object())
+    app.monitor.on_stream_event_in(tp, 41, object(), object())
+    app.monitor.track_tp_end_offset(tp, 50)
+    assert app.monitor.tp_read_offsets[tp] == 41  # pipeline.web.metrics.consumer_lag
+    assert tp in app.monitor.stream_inbound_time  # faust's livelock log
+    assert app.monitor.tp_end_offsets[tp] == 50
+    assert app.monitor.events_total == 0  # the per-event counting is what it drops
