@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, TypedDict
 
 from . import catalog, redact, wire
@@ -13,8 +14,11 @@ from .wire import Priority, Rejected
 __all__ = [
     "DEADLETTER_TOPIC",
     "EVENT_FIELDS",
+    "HEARTBEAT_EVENT_TYPE",
+    "HEARTBEAT_KIND",
     "NormalizedEvent",
     "canonical_uuid",
+    "heartbeat_event",
     "normalize",
     "normalize_line",
     "normalize_notification",
@@ -24,6 +28,12 @@ __all__ = [
 
 DEADLETTER_TOPIC = "notifications.deadletter"
 DEFAULT_TOPIC_PREFIX = "notifications."
+
+# The bridge's heartbeat record (docs/contracts.md, Heartbeats): a Notification record in every
+# partition of every relay topic, marked by the header `kind: heartbeat`. A notification arriving
+# with this event type would move the workers' clocks, so the bridge never relays one.
+HEARTBEAT_EVENT_TYPE = "pipeline.heartbeat"
+HEARTBEAT_KIND = b"heartbeat"
 
 class NormalizedEvent(TypedDict):
     """One notification as every part of the pipeline sees it (docs/contracts.md, "The normalized
@@ -115,6 +125,8 @@ def _ironic_meta(payload: Any, key: str) -> str | None:
 
 def normalize_notification(n: wire.Notification, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> NormalizedEvent:
     """A decoded Notification -> the normalized event dict (payload masked). Raises Rejected."""
+    if n.event_type == HEARTBEAT_EVENT_TYPE:
+        raise Rejected(f"event type {HEARTBEAT_EVENT_TYPE} is reserved for the bridge's heartbeat records")
     cls = catalog.classify(n.event_type, n.priority)
     payload = n.payload
     if isinstance(payload, str):
@@ -164,3 +176,30 @@ def relay_key(event: Mapping[str, Any]) -> bytes | None:
     """The Kafka key: the resource UUID as UTF-8 text (None when the message holds none)."""
     resource_uuid = event.get("resource_uuid")
     return resource_uuid.encode() if resource_uuid else None
+
+
+def heartbeat_event(*, bridge: str, topic: str, partition: int, vouched: datetime, sent_at: datetime,
+                    interval_s: float, caught_up: bool, message_id: str) -> dict:
+    """The normalized event of a heartbeat: `timestamp` is the time the bridge vouches for (every
+    notification it was handed before then is in Kafka ahead of this record), `payload.sent_at` its
+    clock when it wrote the record (liveness). A bridge that is not caught up repeats its last vouched
+    time with a new `sent_at`: alive, holding the clock."""
+    return {
+        "message_id": message_id,
+        "event_type": HEARTBEAT_EVENT_TYPE,
+        "priority": "debug",
+        "publisher_id": f"pipeline-bridge.{bridge}",
+        "timestamp": wire.rfc3339(vouched),
+        "service": "pipeline",
+        "family": "pipeline",
+        "resource_uuid": None,
+        "node_uuid": None,
+        "action": "heartbeat",
+        "phase": None,
+        "operation": None,
+        "payload_name": None,
+        "payload_version": None,
+        "topic": topic,
+        "payload": {"bridge": bridge, "partition": partition, "sent_at": wire.rfc3339(sent_at),
+                    "interval_s": interval_s, "caught_up": caught_up},
+    }

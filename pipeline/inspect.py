@@ -30,7 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Read lines on stdin, each an AMQP body as published (oslo messagingv2 envelope or v1 bare "
         'dict) or a capture object {"exchange", "routing_key", "body"}; write one JSON line per input '
-        'line: the normalized event or {"error": reason, "line": N}. Exit 1 if any line was rejected.'
+        'line: the normalized event or {"error": reason, "line": N}. Exit 1 if any line was rejected. '
+        "The event type pipeline.heartbeat is rejected: it is reserved for the bridge's heartbeat records, "
+        "written into every relay partition (null key, header kind: heartbeat, a Notification record "
+        "whose timestamp is the time the bridge vouches for; docs/contracts.md, Heartbeats)."
     )
     add_settings(parser, SETTINGS)
 

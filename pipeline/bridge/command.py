@@ -20,7 +20,8 @@ from pipeline.config import (
 )
 
 from . import sink as sink_mod
-from .relay import MIN_PRIORITIES, BridgeSettings, catalog_topics, deadletter_topic, install_signal_handlers, run_bridge
+from .heartbeat import Heartbeat, HeartbeatSettings, QueueDepth, default_bridge_id
+from .relay import MIN_PRIORITIES, BridgeSettings, Relay, catalog_topics, deadletter_topic, install_signal_handlers, run_bridge
 from .sink import SinkSettings
 from .sources import (
     AmqpSettings,
@@ -101,6 +102,11 @@ SETTINGS: tuple[Group, ...] = (
                 10.0, float),
         Setting("--metrics-port", "BRIDGE_METRICS_PORT", "Prometheus /metrics port, 0 disables", 9108, int),
         Setting("--metrics-addr", "BRIDGE_METRICS_ADDR", "address /metrics listens on", "127.0.0.1"),
+        Setting("--heartbeat-interval", "BRIDGE_HEARTBEAT_INTERVAL",
+                "seconds between heartbeats, written into every relay partition while the bridge is caught up, so the "
+                "workers' clocks move on quiet partitions; 0 disables", 5.0, float),
+        Setting("--bridge-id", "BRIDGE_ID", "this bridge in its heartbeats, unique among the replicas (the pod name in "
+                "Kubernetes)", shown_default="host name and process id"),
         Setting("--log-level", "LOG_LEVEL", "log level", "info", choices=("debug", "info", "warning", "error")),
     )),
 )
@@ -154,6 +160,29 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
     )
 
 
+def heartbeat_from_args(args: argparse.Namespace) -> HeartbeatSettings:
+    if args.heartbeat_interval < 0:
+        raise ConfigError(f"--heartbeat-interval must not be negative, not {args.heartbeat_interval}")
+    bridge_id = (default_bridge_id() if args.bridge_id is None else args.bridge_id).strip()
+    if not bridge_id:
+        raise ConfigError("--bridge-id is empty")
+    return HeartbeatSettings(interval_s=args.heartbeat_interval, bridge_id=bridge_id)
+
+
+def heartbeat_for(hb: HeartbeatSettings, settings: BridgeSettings, source: Source, relay: Relay) -> Heartbeat | None:
+    """The heartbeat writer of a running relay; None when off or the source cannot say it is caught up."""
+    if not hb.interval_s:
+        return None
+    if not isinstance(source, AmqpSource):
+        logging.getLogger("pipeline.bridge").info(
+            "no heartbeats: the %s source cannot tell when it is caught up", source.description)
+        return None
+    relay_topics = [t for t in catalog_topics(settings.topic_prefix) if t != relay.deadletter_topic]
+    return Heartbeat(hb, settings.sink, value_format=settings.value_format,
+                     topics=lambda: [t for t in relay_topics if t in relay.sink.topics],
+                     unconfirmed=lambda: relay.in_flight, backlog=QueueDepth(source.settings))
+
+
 def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Source:
     spec = args.source
     if spec == "amqp":
@@ -186,6 +215,7 @@ def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Sour
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    hb_settings = heartbeat_from_args(args)
     source = source_from_args(args, settings)
     schemas = registry.from_args(args)
     logging.basicConfig(
@@ -208,7 +238,19 @@ def run(args: argparse.Namespace) -> int:
             await preflight.check_amqp(source.settings.url, source.settings.ssl_context)
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_bridge(settings, source, stop)
+        beating: list[asyncio.Task] = []
+
+        def on_ready(relay: Relay) -> None:
+            heartbeat = heartbeat_for(hb_settings, settings, source, relay)
+            if heartbeat is not None:
+                beating.append(asyncio.get_running_loop().create_task(heartbeat.run(stop)))
+
+        try:
+            await run_bridge(settings, source, stop, on_ready)
+        finally:
+            for task in beating:
+                task.cancel()
+            await asyncio.gather(*beating, return_exceptions=True)
         return 0
 
     return asyncio.run(main())

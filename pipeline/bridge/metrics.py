@@ -28,6 +28,10 @@ RECONNECTS = Counter("bridge_reconnects", "reconnections after losing a broker",
 PRODUCER_RENEWALS = Counter("bridge_producer_renewals",
                             "producers replaced after Kafka lost their sequence state")
 TOPICS_CREATED = Counter("bridge_topics_created", "topics the bridge created")
+HEARTBEATS = Counter("bridge_heartbeats", "heartbeat records written, caught_up=false: the held clock repeated",
+                     ["caught_up"])
+HEARTBEAT_VOUCHED = Gauge("bridge_heartbeat_vouched_timestamp_seconds",
+                          "the time the latest caught-up heartbeats vouched for (Unix seconds)")
 IN_FLIGHT = Gauge("bridge_in_flight_deliveries", "deliveries received and not yet settled")
 LAST_ACK = Gauge("bridge_last_ack_timestamp_seconds",
                  "Unix time Kafka last acknowledged a record of this bridge (its start before the first)")

@@ -4,7 +4,9 @@ The body works on batches (what the stream has buffered, acked after the batch):
 record in order: watermark -> dedup + operations + node state (operations.on_event) -> outputs ->
 loss counts -> the watchdog's due checks for its partition (operations.on_expiry). Each resource's
 state is read from the table once per batch and written back once, after the batch; the outputs go
-to the producer in order, then the table writes as one group of changelog records.
+to the producer in order, then the table writes as one group of changelog records. A bridge's
+heartbeat (null key, event type `pipeline.heartbeat`) is an event of its lane with no resource: it
+moves the lane's clock (watchdog, clock.py) and the lane's due checks run, nothing else.
 
 What a crash can and cannot do (at-least-once input, faust commits every 2.8 s):
 
@@ -35,8 +37,9 @@ from typing import Any
 
 import orjson
 
-from .. import codec
+from .. import codec, events
 from . import faust_patches, operations, state as state_view
+from .clock import heartbeat_of
 from .models import Counter, Output, micros
 from .watchdog import Watchdog
 
@@ -257,7 +260,11 @@ class Processor:
         for topic, partition, key, value in records:
             try:
                 event = codec.decode_event(value)
-                decoded.append((topic, partition, key, event, micros(event["timestamp"])))
+                if key is None and event.get("event_type") == events.HEARTBEAT_EVENT_TYPE:
+                    # a bridge's heartbeat: (bridge, vouched, sent, interval) instead of a time
+                    decoded.append((topic, partition, key, event, heartbeat_of(event)))
+                else:
+                    decoded.append((topic, partition, key, event, micros(event["timestamp"])))
             except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
                 decoded.append((topic, partition, key, value, exc))
         wd = self.watchdog
@@ -270,8 +277,13 @@ class Processor:
                 self._deadletter(topic, partition, key, event, ts)
                 continue
             lane = (topic, partition)  # see watchdog: one clock per topic partition
-            wd.observe(lane, ts)
-            if key:
+            if isinstance(ts, tuple):
+                # an event of its lane without a resource: it moves the lane's clock (README, The
+                # clock), then the lane's due checks run below, in this record's stream context
+                wd.heartbeat(lane, *ts)
+                m.heartbeats += 1
+            elif key:
+                wd.observe(lane, ts)
                 state = self._state(partition, key)
                 res = operations.on_event(state, event, ts, machine, partition, owned=True)
                 if res.verdict == "new":
@@ -284,6 +296,7 @@ class Processor:
                 else:
                     m.beyond_horizon += 1
             else:
+                wd.observe(lane, ts)
                 m.unkeyed += 1
             mark = wd.watermark(lane)
             watermarks[lane] = mark

@@ -95,6 +95,7 @@ class Metrics:
     replay_suppressed: int = 0  # outputs a killed predecessor had already published
     outputs: collections.Counter = field(default_factory=collections.Counter)  # kind -> count
     alerts: collections.Counter = field(default_factory=collections.Counter)  # alert kind -> count
+    heartbeats: int = 0  # the bridges' heartbeat records read
     watermarks: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> watermark (µs)
 
 

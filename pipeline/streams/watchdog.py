@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Hashable, Iterable, Iterator
 
+from .clock import LaneClocks
 from .models import Expiry
 
 __all__ = ["Lane", "Watchdog"]
@@ -38,21 +39,23 @@ Lane = Hashable  # (topic, partition) in the worker; tests may use a plain parti
 class Watchdog:
     def __init__(self, lateness_us: int) -> None:
         self.lateness_us = lateness_us
-        self.newest: dict[Lane, int] = {}  # lane -> newest event time read
+        self.clock = LaneClocks(lateness_us)  # event time and the bridges' heartbeats, per lane
         self._heaps: dict[Lane, list[tuple[int, int, bytes, Expiry]]] = {}
         self._seq = 0
 
     def watermark(self, partition: Lane) -> int:
-        newest = self.newest.get(partition)
-        return 0 if newest is None else newest - self.lateness_us
+        return self.clock.watermark(partition)
 
     def observe(self, partition: Lane, ts: int) -> None:
-        if ts > self.newest.get(partition, 0):
-            self.newest[partition] = ts
+        self.clock.observe(partition, ts)
+
+    def heartbeat(self, partition: Lane, bridge: str, vouched: int, sent: int, interval: int) -> None:
+        """A bridge's heartbeat read on the lane (pipeline/streams/clock.py)."""
+        self.clock.heartbeat(partition, bridge, vouched, sent, interval)
 
     def restore(self, partition: Lane, watermark: int) -> None:
         """Raise the partition's watermark to one recorded in the table."""
-        self.observe(partition, watermark + self.lateness_us)
+        self.clock.restore(partition, watermark)
 
     def schedule(self, partition: Lane, key: bytes, expiries: Iterable[Expiry]) -> None:
         heap = self._heaps.setdefault(partition, [])
@@ -74,5 +77,5 @@ class Watchdog:
         return sum(len(h) for h in self._heaps.values())
 
     def clear(self) -> None:
-        self.newest.clear()
+        self.clock.clear()
         self._heaps.clear()

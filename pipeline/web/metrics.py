@@ -36,6 +36,8 @@ class WorkerFigures:
     newest_event: Mapping[str, float] = field(default_factory=dict)  # relay topic -> epoch seconds
     loss: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # publisher -> {started, ended, missing, ...}
     counters: Iterable[tuple[str, str, float]] = ()  # (name without _total, help, value)
+    lanes: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> watermark, µs
+    now: float = 0.0  # the wall clock of the scrape, epoch seconds
 
 
 class PipelineCollector(Collector):
@@ -146,7 +148,19 @@ def pipeline_metrics(observations: Observations, figures: WorkerFigures) -> list
         family = CounterMetricFamily(name, help_text)
         family.add_metric([], value)
         extra.append(family)
-    return [build, events, operations, durations, alerts, deadletters, open_ops, past, nodes, stuck, lag, newest,
+    # the wall clock minus each lane's watermark: about lateness + one heartbeat interval when the
+    # clock runs; growing while an outage upstream holds it or a bridge is stuck (docs/clock.md)
+    ages = GaugeMetricFamily(
+        "pipeline_watermark_age_seconds", "Wall clock minus the lane's watermark, per source partition",
+        labels=["topic", "partition"])
+    oldest = GaugeMetricFamily("pipeline_oldest_watermark_age_seconds",
+                               "Wall clock minus the oldest watermark of this worker's source partitions")
+    lane_ages = {lane: figures.now - mark / 1_000_000 for lane, mark in figures.lanes.items() if mark > 0}
+    for (topic, partition), age in sorted(lane_ages.items()):
+        ages.add_metric([topic, str(partition)], round(age, 3))
+    if lane_ages:
+        oldest.add_metric([], round(max(lane_ages.values()), 3))
+    return [ages, oldest, build, events, operations, durations, alerts, deadletters, open_ops, past, nodes, stuck, lag, newest,
             publishers, *extra]
 
 

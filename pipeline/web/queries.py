@@ -249,5 +249,28 @@ def sort_open_operations(operations: Iterable[Mapping[str, Any]], limit: int) ->
     return ordered[:limit]
 
 
+def lane_rows(watermarks: Mapping[tuple[str, int], int], now: float) -> list[dict[str, Any]]:
+    """Each lane's watermark (µs since the epoch; 0: none yet) as RFC 3339 and its age in seconds,
+    oldest first (a lane without a watermark first of all)."""
+    rows = []
+    for (topic, partition), mark in watermarks.items():
+        seconds = mark / 1_000_000 if mark > 0 else None
+        rows.append({"topic": topic, "partition": partition,
+                     "watermark": _rfc3339(seconds) if seconds is not None else None,
+                     "age_s": round(now - seconds, 3) if seconds is not None else None})
+    return sort_lanes(rows)
+
+
+def sort_lanes(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((dict(r) for r in rows),
+                  key=lambda r: (r["age_s"] is not None, -(r["age_s"] or 0.0), r["topic"], r["partition"]))
+
+
+def _rfc3339(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def error_body(status: int, reason: str) -> dict[str, Any]:
     return {"error": reason, "status": status}

@@ -199,6 +199,13 @@ def source_from_runtime(rt: Any, scan_cache_s: float = 2.0) -> WebSource:
                 row[what] = row.get(what, 0) + n
         return totals
 
+    def lanes() -> dict[tuple[str, int], int]:
+        try:
+            active = {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()}
+        except Exception:  # before the first assignment
+            return {}
+        return {lane: mark for lane, mark in list(rt.metrics.watermarks.items()) if lane in active}
+
     return WebSource(
         table=resources,
         node=node,
@@ -209,6 +216,7 @@ def source_from_runtime(rt: Any, scan_cache_s: float = 2.0) -> WebSource:
         expand=expand,
         refresh=index.refresh,
         newest_events=lambda: newest_events(app, getattr(rt, "processor", None)),
+        lanes=lanes,
     )
 
 

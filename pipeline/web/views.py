@@ -62,6 +62,7 @@ class WebSource:
     expand: Callable[[dict], dict] = lambda node: node  # a listed node -> its full record (nodes() may be light)
     refresh: Callable[[], Awaitable[None]] | None = None  # brings nodes()/open_operations() up to date
     newest_events: Callable[[], Mapping[str, float]] = dict  # relay topic -> newest event time read (epoch s)
+    lanes: Callable[[], Mapping[tuple[str, int], int]] = dict  # (topic, partition) -> watermark µs, active lanes
 
 
 def json_response(value: Any, status: int = 200) -> aioweb.Response:
@@ -197,6 +198,8 @@ class WebViews:
             newest_event=self.source.newest_events(),
             loss=self.source.loss(),
             counters=self.extra_counters(),
+            lanes=self.source.lanes(),
+            now=time(),
         )
 
     # ---- fan-out -----------------------------------------------------------------------------------
@@ -339,6 +342,19 @@ class WebViews:
             }
         )
 
+    async def lanes(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        """Each lane's watermark and its age (README, The clock), oldest first."""
+        queries.parse_no_params(_multi(request), request.query_string)
+        now = time()
+        local = {"lanes": queries.lane_rows(self.source.lanes(), now)}
+        answers, failed = await self.gather(request, local)
+        if request.headers.get(SCOPE_HEADER) == "local":
+            return json_response(local)
+        lanes = queries.sort_lanes(lane for answer in answers for lane in answer["lanes"])
+        ages = [lane["age_s"] for lane in lanes if lane["age_s"] is not None]
+        return json_response({"lanes": lanes, "oldest_age_s": max(ages, default=None), "now": now,
+                              **self._workers(answers, failed)})
+
     async def healthz(self, request: aioweb.Request) -> aioweb.StreamResponse:
         return json_response({"status": "ok"})
 
@@ -390,6 +406,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/operations/stats", "stats"),
     ("/api/alerts", "alerts"),
     ("/api/summary", "summary"),
+    ("/api/lanes", "lanes"),
 )
 
 

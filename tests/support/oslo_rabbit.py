@@ -37,8 +37,10 @@ def power_set_payload(node_uuid: str) -> dict:
 class OsloPublisher:
     """One oslo transport per service: the exchange is the transport's control_exchange."""
 
-    def __init__(self, service: str, url: str = RABBIT_URL, driver: str = "messagingv2") -> None:
-        exchange, topic, publisher_id = SERVICES[service]
+    def __init__(self, service: str, url: str = RABBIT_URL, driver: str = "messagingv2",
+                 topic: str | None = None) -> None:
+        exchange, default_topic, publisher_id = SERVICES[service]
+        topic = topic or default_topic
         conf = cfg.ConfigOpts()
         conf([], project=f"pipeline-tests-{service}")
         oslo_messaging.set_transport_defaults(control_exchange=exchange)

@@ -339,3 +339,48 @@ async def test_a_batch_held_while_the_stream_stops_is_folded_by_the_timer() -> N
     assert folded == [["e1", "e2"]] and acked == ["e1", "e2"]
     await batches.add(Stream(), "e3", nothing_buffered=True)  # nothing else buffered: at once
     assert folded[-1] == ["e3"] and acked[-1] == "e3"
+
+
+# --- the bridges' heartbeats move a quiet lane (README, The clock) -------------------------------
+
+
+async def heartbeat(h: Harness, bridge: str, sent_s: float, vouched_s: float | None = None) -> None:
+    from pipeline import codec, events
+
+    event = events.heartbeat_event(bridge=bridge, topic="notifications.baremetal.node", partition=0,
+                                   vouched=s.at(sent_s if vouched_s is None else vouched_s), sent_at=s.at(sent_s),
+                                   interval_s=5.0, caught_up=vouched_s is None, message_id=str(uuid.uuid4()))
+    await h.put_record(None, codec.encode_event(event), [("kind", events.HEARTBEAT_KIND)])
+
+
+async def test_heartbeats_flag_a_lost_end_where_no_event_follows(h: Harness) -> None:
+    n = str(uuid.uuid4())
+    await h.put(power("start", n, 0, to_power="power on"))
+    for t in range(5, 300, 5):  # the warm-up (3 intervals), then up to the deadline (300 s)
+        await heartbeat(h, "b-1", t)
+    assert h.of("alert") == []  # 295 s: not yet due
+    await heartbeat(h, "b-1", 301)
+    assert [a["kind"] for a in h.of("alert")] == ["missing_end"]
+    assert h.rt.metrics.heartbeats == 60 and h.rt.metrics.processed == 1  # no state of their own
+
+
+async def test_a_replica_that_holds_its_time_holds_the_lane(h: Harness) -> None:
+    n = str(uuid.uuid4())
+    await h.put(power("start", n, 0, to_power="power on"))
+    for t in range(5, 400, 5):
+        await heartbeat(h, "b-1", t)
+        await heartbeat(h, "b-2", t, vouched_s=1)  # alive, not caught up since t=1
+    assert h.of("alert") == []
+    for t in range(400, 420, 5):  # b-2 is gone: after 3 of its intervals it no longer holds the lane
+        await heartbeat(h, "b-1", t)
+    assert [a["kind"] for a in h.of("alert")] == ["missing_end"]
+
+
+async def test_a_heartbeat_the_bridge_did_not_write_is_dead_lettered(h: Harness) -> None:
+    from pipeline import codec, events
+
+    event = events.heartbeat_event(bridge="b", topic="t", partition=0, vouched=s.at(0), sent_at=s.at(0),
+                                   interval_s=5.0, caught_up=True, message_id="m")
+    event["payload"] = {"bridge": "b"}
+    await h.put_record(None, codec.encode_event(event))
+    assert h.rt.metrics.undecodable == 1 and h.rt.metrics.heartbeats == 0
