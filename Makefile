@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration up down bench faults clean tools install
+.PHONY: run test lint unit integration up down bench faults clean tools install
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -35,7 +35,12 @@ tools:
 	@bash stack/chromium.sh
 	@bash tests/monitoring/tools.sh
 
-test: $(STAMP) tools up
+# Lint and types first: fast, and before anything starts a broker.
+lint: $(STAMP)
+	$(PY) -m ruff check pipeline tests
+	$(PY) -m mypy
+
+test: $(STAMP) lint tools up
 	$(PY) -m pytest -q tests
 
 unit: $(STAMP)

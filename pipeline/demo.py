@@ -38,7 +38,7 @@ def _start(name: str, *args: str) -> subprocess.Popen:
 
 
 def _stop(procs: dict[str, subprocess.Popen]) -> None:
-    for name, proc in reversed(procs.items()):
+    for _name, proc in reversed(procs.items()):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 30

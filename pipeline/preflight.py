@@ -42,7 +42,7 @@ async def check_kafka(client: dict[str, Any]) -> None:
                               f"{client.get('sasl_plain_username')!r}: {exc.args[0] if exc.args else exc}") from None
         except (errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError) as exc:
             raise ConfigError(f"Kafka {server}: SASL mechanism {client.get('sasl_mechanism')} refused: {exc}") from None
-        except (OSError, asyncio.TimeoutError, errors.KafkaError):
+        except (TimeoutError, OSError, errors.KafkaError):
             continue  # not reachable (yet): the clients retry
         conn.close()
         return
@@ -65,6 +65,6 @@ async def check_amqp(url: str, ssl_context: ssl.SSLContext | None = None) -> Non
         return  # not reachable (yet): the source reconnects
     except ssl.SSLError as exc:
         raise ConfigError(f"RabbitMQ {shown}: {_tls_reason(exc)}") from None
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return
     await connection.close()

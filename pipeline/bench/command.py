@@ -41,6 +41,7 @@ import signal
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -380,9 +381,9 @@ class Bench:
         a, r = self.args, self.report
         names = Names(run=f"{self.names.run}-rss")
         self.stage(f"memory at {a.rss_nodes:,} nodes: one power_state_corrected per node, straight to the relay topics")
-        from pipeline.simulate.outputs import KafkaOutput, Topics
         from pipeline.simulate.command import unique_id
         from pipeline.simulate.fleet import Fleet
+        from pipeline.simulate.outputs import KafkaOutput, Topics
 
         fleet = Fleet(a.rss_nodes, 0, seed=a.seed, start=time_now(), keep_operations=False)
         output = KafkaOutput(self.bootstrap.split(","), names.topic_prefix, a.partitions, "avro", Topics())
@@ -441,9 +442,9 @@ class Bench:
 
 
 def time_now():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def _check(args: argparse.Namespace) -> None:

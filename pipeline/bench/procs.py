@@ -220,7 +220,7 @@ class RecordCounter:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap.split(","))
         self.partitions: list = []
 
-    async def __aenter__(self) -> "RecordCounter":
+    async def __aenter__(self) -> RecordCounter:
         await self.consumer.start()
         return self
 

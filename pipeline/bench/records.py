@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pipeline import codec, events
 from pipeline.simulate import outputs
@@ -51,7 +51,7 @@ class Workload:
     topics: outputs.Topics = field(default_factory=outputs.Topics)
 
     def __post_init__(self) -> None:
-        start = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+        start = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         self.fleet = Fleet(self.nodes, self.images, seed=self.seed, start=start, keep_operations=False)
         self._stream = self.fleet.events()
 

@@ -21,7 +21,7 @@ from pipeline import codec
 from pipeline.bridge.sink import SinkSettings, check_compression, partitioner
 
 from .procs import Proc, RecordCounter
-from .records import Published, kafka_record
+from .records import Published
 
 Say = Callable[[str], None]
 

@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import aio_pika
 from aiokafka import AIOKafkaProducer
@@ -114,7 +114,7 @@ class Heartbeat:
     async def check(self) -> bool:
         """Caught up: nothing unconfirmed before and after the queue reports no ready message.
         The vouched time is taken before the question, so it is never later than the answer."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if self.unconfirmed():
             return False
         if await self.backlog() != 0 or self.unconfirmed():
@@ -169,7 +169,7 @@ class Heartbeat:
             else:  # metadata refreshes on its own (metadata_max_age_ms): partitions may grow
                 self._partitions[topic] = sorted(producer.client.cluster.partitions_for_topic(topic)
                                                  or self._partitions[topic])
-        sent_at = datetime.now(timezone.utc)
+        sent_at = datetime.now(UTC)
         futures = []
         for topic, partition, value, headers in self.records(sent_at):
             futures.append(await producer.send(topic, value, partition=partition, headers=headers))
@@ -211,7 +211,7 @@ class Heartbeat:
                         await _quiet_stop(producer)
                 try:
                     await asyncio.wait_for(stop.wait(), max(0.0, interval - (time.monotonic() - started)))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             if self._producer is not None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from aiokafka.errors import (
     InvalidTopicError,
@@ -260,7 +260,7 @@ class Relay:
                 attempt += 1
         self._track(fut, _Record(d, topic, value, key, headers, dead, attempt, seq, generation, started))
 
-    def _track(self, fut: asyncio.Future, record: "_Record") -> None:
+    def _track(self, fut: asyncio.Future, record: _Record) -> None:
         if record.generation <= self.sink.abandoned:  # the producer was dropped while it took it
             fut.add_done_callback(_retrieve)
             self._recover(record, None)
@@ -292,7 +292,7 @@ class Relay:
             counter.inc()
         self._settled(record.d)
 
-    def _recover(self, record: "_Record", exc: BaseException | None) -> None:
+    def _recover(self, record: _Record, exc: BaseException | None) -> None:
         """Kafka failed a record it had taken (after a broker restart: OutOfOrderSequenceNumber,
         LeaderNotAvailable, ...). Producing that record again alone would put it behind newer
         records of its key, and the agents pair a start with its end by arrival. So the producer
@@ -343,7 +343,7 @@ class Relay:
                     self._track(fut, r)
                 if self._replay:
                     if await _sleep_or_stop(_backoff(attempt), self._give_up):
-                        for r in self._replay:
+                        for _r in self._replay:
                             self._released()  # not acked: the source delivers them again
                         self._replay = []
                         return
@@ -441,7 +441,7 @@ class Relay:
         try:
             await asyncio.wait_for(asyncio.shield(self._idle), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%d deliveries still unsettled after %.0fs; they will be delivered again",
                         self.in_flight, timeout)
             self._give_up.set()

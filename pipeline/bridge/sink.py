@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -271,7 +271,7 @@ class KafkaSink:
             if client is not None:
                 try:
                     await asyncio.wait_for(client.close() if client is self.admin else client.stop(), timeout)
-                except (asyncio.TimeoutError, KafkaError, OSError) as exc:
+                except (TimeoutError, KafkaError, OSError) as exc:
                     log.warning("Kafka client did not stop cleanly: %s", _one_line(exc))
         self.producer = self.admin = None
 
@@ -378,7 +378,7 @@ class _Rounds:
         await asyncio.wait((done, self.dropped), return_when=asyncio.FIRST_COMPLETED)
         if self.dropped.done():
             return  # abandoned: the relay produces these records again, late outcomes are no news
-        for (fut, records), outcome in zip(sent, done.result()):
+        for (_fut, records), outcome in zip(sent, done.result()):
             if isinstance(outcome, BaseException):
                 _fail(records, outcome)
             else:
@@ -394,7 +394,7 @@ class _Rounds:
             self._start()
         try:
             await asyncio.wait_for(asyncio.shield(self.idle), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("records still with the producer after %.0fs", timeout)
 
 
@@ -428,7 +428,7 @@ async def _sleep_or_stop(delay: float, stop: asyncio.Event | None) -> bool:
     try:
         await asyncio.wait_for(stop.wait(), delay)
         return True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
 
 

@@ -13,10 +13,12 @@ import asyncio
 import collections
 import logging
 import re
+import ssl
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import IO, AsyncIterator, Callable, Protocol
+from typing import IO, Protocol
 
 import aio_pika
 import aiormq
@@ -115,7 +117,7 @@ class AmqpSettings:
     passive: bool = False
     prefetch: int = 1000
     queue_arguments: dict = field(default_factory=dict)
-    ssl_context: Any = None  # for amqps://
+    ssl_context: ssl.SSLContext | None = None  # for amqps://
 
 
 def parse_binding(text: str) -> tuple[str, str]:
@@ -212,7 +214,7 @@ class AmqpSource:
                     return
                 delay = min(delay * 2, 30.0)
                 continue
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 log.warning("RabbitMQ %s unreachable (%s); retrying in %.1fs", mask_url(s.url), _one_line(exc), delay)
                 metrics.RECONNECTS.labels("amqp").inc()
                 if await _sleep_or_stop(delay, self._stopping):
@@ -261,7 +263,7 @@ class AmqpSource:
                     await _close_quietly(connection)
                     raise self._refused(exc) from None
                 log.warning("RabbitMQ channel closed (%s); reconnecting", _one_line(exc))
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 log.warning("RabbitMQ connection lost (%s); reconnecting", _one_line(exc))
             self._channel = self._window = None
             self._consumer_tag = None

@@ -95,7 +95,8 @@ class FleetCore:
 
     def _guard(self, resource_uuid: str) -> float:
         """Seconds the resource waits before its next operation: while an operation of its own has
-        lost its end (dropped, or an error text naming no resource) and is not yet past deadline + SETTLE_S, a new start of the same operation
+        lost its end (dropped, or an error text naming no resource) and is not yet past deadline +
+        SETTLE_S, a new start of the same operation
         would supersede it (the agents then record it as superseded, not missing), and the truth
         could not say in advance which of the two the agents will see. Waiting keeps it exact."""
         for op in self._terminals:

@@ -38,7 +38,8 @@ from typing import Any
 import orjson
 
 from .. import codec, events
-from . import faust_patches, operations, state as state_view
+from . import faust_patches, operations
+from . import state as state_view
 from .clock import heartbeat_of
 from .models import Counter, Output, micros
 from .watchdog import Watchdog

@@ -20,7 +20,7 @@ from typing import Any, cast
 __all__ = [
     "PATCHED_SOURCES",
     "REQUIRED",
-    "LeanMonitor",
+    "LeanMonitor",  # noqa: F822 - made on first use by the module's __getattr__
     "PartitionStore",
     "aiokafka_producer",
     "crashed",
@@ -107,9 +107,8 @@ def use_inline_drain(consumer: Any) -> None:
     Can go: when upstream stops racing two tasks per message; re-diff the copy on every upgrade
     (`PATCHED_SOURCES`).
     """
-    from mode import Service
-
     from faust.transport.consumer import CONSUMER_FETCHING
+    from mode import Service
 
     self = consumer
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 SECOND = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICRO = timedelta(microseconds=1)
 
 
@@ -31,7 +31,7 @@ def micros(timestamp: str) -> int:
     """RFC 3339 text (the normalized event's timestamp) -> microseconds since the epoch, UTC."""
     ts = datetime.fromisoformat(timestamp)
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     return (ts - _EPOCH) // _ONE_MICRO
 
 

@@ -35,7 +35,7 @@ class Topics:
     deadletter: str
 
     @classmethod
-    def named(cls, topic_prefix: str, output_prefix: str) -> "Topics":
+    def named(cls, topic_prefix: str, output_prefix: str) -> Topics:
         return cls(
             sources=tuple(events.topic_for(f, topic_prefix) for f in source_families()),
             operations=f"{output_prefix}operations",

@@ -43,6 +43,11 @@ class Watchdog:
         self._heaps: dict[Lane, list[tuple[int, int, bytes, Expiry]]] = {}
         self._seq = 0
 
+    @property
+    def newest(self) -> dict[Lane, int]:
+        """Per lane, the newest notification time read (µs): what /metrics reports as event time."""
+        return {lane: state.newest_event for lane, state in self.clock.lanes.items() if state.newest_event}
+
     def watermark(self, partition: Lane) -> int:
         return self.clock.watermark(partition)
 

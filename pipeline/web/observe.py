@@ -4,7 +4,8 @@ operation outcome and by alert type, and per source partition the duration sketc
 The stream agents call `event`, `operation`, `alert` and `deadletter` as they process; these are plain
 method calls on plain data (no faust, no I/O), so the agents' hot path pays a dict increment and a
 bucket increment. `operation` is called once per published operation record, not per event, and
-also feeds the Prometheus duration histogram (`DURATION_BUCKETS_S`). Nothing here is a faust table. Durations and recent alerts are kept per source
+also feeds the Prometheus duration histogram (`DURATION_BUCKETS_S`). Nothing here is a faust table.
+Durations and recent alerts are kept per source
 partition, so that when a partition moves to another worker the old owner drops its share and the new
 owner reloads it from the output topics (`history.py`): the fleet-wide merge counts every operation
 once. The counters are this process's totals since it started, which is what Prometheus expects of a

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 # ironic/common/states.py; "none" selects nodes whose state is not known yet.
@@ -267,9 +268,9 @@ def sort_lanes(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _rfc3339(seconds: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def error_body(status: int, reason: str) -> dict[str, Any]:

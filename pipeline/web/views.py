@@ -82,8 +82,11 @@ def error_response(status: int, reason: str, headers: Mapping[str, str] | None =
     return response
 
 
+Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
+
+
 @aioweb.middleware
-async def json_errors(request: aioweb.Request, handler: Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]) -> aioweb.StreamResponse:
+async def json_errors(request: aioweb.Request, handler: Handler) -> aioweb.StreamResponse:
     """Every refusal is JSON with a reason; nothing leaks a traceback."""
     try:
         response = await handler(request)
@@ -116,7 +119,7 @@ def bearer_guard(token: str | None) -> Callable[..., Awaitable[aioweb.StreamResp
     expected = f"Bearer {token}".encode() if token else b""
 
     @aioweb.middleware
-    async def guard(request: aioweb.Request, handler: Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]) -> aioweb.StreamResponse:
+    async def guard(request: aioweb.Request, handler: Handler) -> aioweb.StreamResponse:
         if not expected or request.path in OPEN_PATHS:
             return await handler(request)
         given = request.headers.get("Authorization", "")

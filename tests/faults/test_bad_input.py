@@ -107,7 +107,7 @@ async def _run(broker, tmp_path, cases) -> dict:
                     else:
                         relayed.add(header(rec, "message_id").decode())
             fate = {}
-            for i, (name, _, _) in enumerate(cases):
+            for i in range(len(cases)):
                 rk = f"{p.names.ironic_topic}.c{i}"
                 fate[i] = "dead" if rk in dead else "relay" if expected[i] in relayed else None
             unaccounted = [cases[i][0] for i, f in fate.items() if f is None]

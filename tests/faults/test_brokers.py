@@ -61,7 +61,8 @@ def test_kafka_down_then_restarted(broker, private_stack, fleet, reference, tmp_
         peak_waiting = max(waiting)
         assert peak_waiting >= 2000, f"only {peak_waiting} notifications waited in RabbitMQ"
         assert rss.peak < RSS_BOUND_MB, f"bridge RSS {rss.peak:.0f} MB while Kafka was down"
-        return {"Kafka down s": f"{down_s:.0f} (+{time.monotonic() - down_at - down_s:.0f} s to start again)", "waiting in RabbitMQ (peak)": peak_waiting,
+        return {"Kafka down s": f"{down_s:.0f} (+{time.monotonic() - down_at - down_s:.0f} s to start again)",
+                "waiting in RabbitMQ (peak)": peak_waiting,
                 "bridge RSS MB before/peak": f"{before:.0f}/{rss.peak:.0f} (bound {RSS_BOUND_MB:.0f})",
                 "RSS samples": len(rss.samples)}
 

@@ -180,7 +180,7 @@ async def test_downstream_apps_read_every_topic_through_the_registry(tmp_path, l
             ours = {k: codec.decode_value(value) for k, (value, _) in written.items()}
         finally:
             codec.IDS = codec_ids
-        for (topic, _, _), (value, headers) in written.items():
+        for value, headers in written.values():
             schema_id = int.from_bytes(value[1:5], "big")
             assert value[0] == 0 and headers["content-type"].endswith(f"framing=registry; id={schema_id}".encode())
 

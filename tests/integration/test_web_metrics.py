@@ -58,7 +58,8 @@ def test_metrics_parse_and_count_the_traffic(tmp_path: Path, unique: str) -> Non
         # faust's own metrics (faust.sensors.prometheus), under the faust_ prefix; its per-event
         # sensors are off (streams/faust_patches.LeanMonitor, ~40 us per event): the pipeline's own
         # counters above count the events
-        assert {"faust_messages_received", "faust_total_events", "faust_events_runtime_ms", "faust_topic_messages_sent", "faust_table_operations"} <= set(families)
+        assert {"faust_messages_received", "faust_total_events", "faust_events_runtime_ms", "faust_topic_messages_sent",
+                "faust_table_operations"} <= set(families)
         assert samples[("faust_messages_received_total", ())] == 0
     finally:
         worker.stop()

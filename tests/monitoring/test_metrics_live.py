@@ -163,7 +163,8 @@ async def test_live_metrics_after_simulated_traffic(tmp_path) -> None:
                 assert value == got[("pipeline_operation_duration_seconds_count", rest)]
         assert not any("uuid" in k for (_, labels) in got for k, _ in labels)
         assert _total(got, "pipeline_operations_past_deadline") > 0  # --loss 0.02 dropped some ends
-        newest = {dict(l)["topic"]: v for (n, l), v in got.items() if n == "pipeline_relay_newest_event_timestamp_seconds"}
+        newest = {dict(labels)["topic"]: v for (name, labels), v in got.items()
+                  if name == "pipeline_relay_newest_event_timestamp_seconds"}
         assert f"{names.topic_prefix}baremetal.node" in newest and all(v > 1e9 for v in newest.values())
 
         # (3) every metric the rules and dashboards read is exported by the live processes

@@ -7,7 +7,8 @@ from tests.support.monitoring import all_expressions, exported_names, metric_nam
 
 def test_it_finds_metric_names_and_nothing_else() -> None:
     assert metric_names('histogram_quantile(0.99, sum by (operation, le) (rate(pipeline_operation_duration_seconds_bucket'
-                        '{namespace="$namespace", operation=~"a.b|c"}[$__rate_interval])))') == {"pipeline_operation_duration_seconds_bucket"}
+                        '{namespace="$namespace", operation=~"a.b|c"}[$__rate_interval])))') == \
+        {"pipeline_operation_duration_seconds_bucket"}
     assert metric_names("(time() - bridge_last_ack_timestamp_seconds) > 60 and bridge_in_flight_deliveries > 0") == \
         {"bridge_last_ack_timestamp_seconds", "bridge_in_flight_deliveries"}
     assert metric_names('sum(pipeline_nodes{maintenance="true"}) or vector(0)') == {"pipeline_nodes"}

@@ -10,7 +10,7 @@ from tests.support import scripted as s
 from tests.unit.test_agents import POWER, PUB, Harness, h, op, power  # noqa: F401 - h is the fixture
 
 
-async def test_an_operation_straddling_a_switch_to_registry_framing_pairs(h: Harness, monkeypatch) -> None:
+async def test_an_operation_straddling_a_switch_to_registry_framing_pairs(h: Harness, monkeypatch) -> None:  # noqa: F811
     registered: dict[str, int] = {}
     monkeypatch.setattr(codec, "IDS", codec.SchemaIds(register=lambda subject, _s: registered.setdefault(subject, 41)))
     registry_framed = codec.Encoder("avro", "registry")

@@ -71,11 +71,11 @@ async def test_one_round_holds_everything_added_meanwhile_one_batch_per_partitio
     await settle()
     handed = {(topic, p): [v for _, v in batch.records] for topic, p, batch, _ in producer.handed}
     assert len(producer.handed) == len(handed)  # one batch per partition
-    for (topic, p), values in handed.items():
+    for topic, p in handed:
         assert all(java_partition(k, PARTITIONS) == p for k, _ in
                    next(b for t, q, b, _ in producer.handed if (t, q) == (topic, p)).records)
     by_key = {}
-    for topic, p, batch, _ in producer.handed:
+    for _topic, _p, batch, _ in producer.handed:
         for k, v in batch.records:
             by_key.setdefault(k, []).append(v)
     assert by_key[key(0)] == [b"v0", b"v4", b"v8"]  # a key's records in their arrival order

@@ -1,7 +1,7 @@
 """The heartbeat record kind (events.heartbeat_event) and the bridge's caught-up check."""
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from pipeline.bridge.sink import SinkSettings
 from pipeline.cli import build_parser
 from pipeline.config import ConfigError
 
-NOW = datetime(2026, 12, 2, 10, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 2, 10, 0, 0, tzinfo=UTC)
 
 
 def _event(**kw):

@@ -49,7 +49,9 @@ def test_the_histogram_counts_every_operation_record_with_a_duration_once() -> N
     obs.on_operation(_operation(DEPLOY, "superseded", None))  # no end: counted, no duration
     got = _samples(WorkerFigures(), obs)
     power_ok = (("operation", POWER), ("outcome", "success"))
-    bucket = lambda le: got[("pipeline_operation_duration_seconds_bucket", tuple(sorted((*power_ok, ("le", le)))))]
+    def bucket(le: str) -> float:
+        return got[("pipeline_operation_duration_seconds_bucket", tuple(sorted((*power_ok, ("le", le)))))]
+
     assert (bucket("1.0"), bucket("10.0"), bucket("30.0"), bucket("300.0"), bucket("600.0"), bucket("+Inf")) == (2, 2, 3, 4, 5, 5)
     assert got[("pipeline_operation_duration_seconds_count", power_ok)] == 5
     assert got[("pipeline_operation_duration_seconds_sum", power_ok)] == pytest.approx(0.8 + 1 + 12 + 300 + 300.001)

@@ -89,7 +89,8 @@ def test_counts_merge() -> None:
 
 
 def test_loss_rate_per_publisher() -> None:
-    loss = queries.merge_loss([{"ironic-conductor.c1": {"started": 6, "missing": 1}}, {"ironic-conductor.c1": {"started": 4, "missing": 1, "rate": 0.25}}])
+    loss = queries.merge_loss([{"ironic-conductor.c1": {"started": 6, "missing": 1}},
+                               {"ironic-conductor.c1": {"started": 4, "missing": 1, "rate": 0.25}}])
     assert loss == {"ironic-conductor.c1": {"started": 10, "missing": 2, "rate": 0.2}}
     assert queries.merge_loss([{"glance": {"ended": 3}}])["glance"]["rate"] == 0.0
 

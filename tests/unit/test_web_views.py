@@ -38,7 +38,8 @@ class Worker:
             table=table,
             node=lambda u: dict(self.nodes[u], open_operations=[]) if u in self.nodes else None,
             nodes=lambda: list(self.nodes.values()),
-            open_operations=lambda: [{"resource_uuid": u, "operation": "baremetal.node.deploy", "started_at": "2026-11-22T01:00:00Z"} for u in self.nodes],
+            open_operations=lambda: [{"resource_uuid": u, "operation": "baremetal.node.deploy",
+                                      "started_at": "2026-11-22T01:00:00Z"} for u in self.nodes],
             loss=lambda: {"ironic-conductor.c1": {"started": len(self.nodes), "missing": 1}},
         )
         self.views = register(self.app, source, self.observations)

@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 
-
 async def test_end_of_recovery_stops_the_fetcher_until_faust_resumes_it(rt) -> None:
     app = rt.app
     consumer = app.consumer

@@ -109,7 +109,8 @@ def enormous_cases():
 def main() -> None:
     out = Path(__file__).with_name("bad_input.jsonl")
     with out.open("w") as f:
-        for n, (name, expect, body) in enumerate(cases()):
+        n = -1
+        for n, (name, expect, body) in enumerate(cases()):  # noqa: B007 - n counts the cases, printed below
             f.write(json.dumps({"case": name, "expect": expect, "body_b64": base64.b64encode(body).decode()}) + "\n")
     print(f"{n + 1} cases in {out} ({out.stat().st_size >> 20} MB)")
 
