@@ -178,7 +178,7 @@ def heartbeat_for(hb: HeartbeatSettings, settings: BridgeSettings, source: Sourc
             "no heartbeats: the %s source cannot tell when it is caught up", source.description)
         return None
     relay_topics = [t for t in catalog_topics(settings.topic_prefix) if t != relay.deadletter_topic]
-    return Heartbeat(hb, settings.sink, value_format=settings.value_format,
+    return Heartbeat(hb, settings.sink, values=relay.values,
                      topics=lambda: [t for t in relay_topics if t in relay.sink.topics],
                      unconfirmed=lambda: relay.in_flight, backlog=QueueDepth(source.settings))
 

@@ -95,12 +95,12 @@ class Heartbeat:
     not yet settled; `backlog` what waits at the source (None: unknown); `topics` the relay topics
     that exist."""
 
-    def __init__(self, settings: HeartbeatSettings, sink: SinkSettings, *, value_format: str,
+    def __init__(self, settings: HeartbeatSettings, sink: SinkSettings, *, values: codec.Encoder,
                  topics: Callable[[], Iterable[str]], unconfirmed: Callable[[], int],
                  backlog: Callable[[], Awaitable[int | None]]) -> None:
         self.settings = settings
         self.sink = sink
-        self.value_format = value_format
+        self.values = values  # the relay's: a heartbeat is framed like the notifications beside it
         self.topics = topics
         self.unconfirmed = unconfirmed
         self.backlog = backlog
@@ -126,19 +126,17 @@ class Heartbeat:
         """(topic, partition, value, headers) of one heartbeat in every known partition."""
         assert self.vouched is not None
         out = []
-        content_type = (b"application/json" if self.value_format == "json" else
-                        f"avro/binary; schema=notification; fingerprint="
-                        f"{codec.schema(codec.NOTIFICATION).fingerprint.hex()}".encode())
         for topic, partitions in self._partitions.items():
             for partition in partitions:
                 event = events.heartbeat_event(
                     bridge=self.settings.bridge_id, topic=topic, partition=partition, vouched=self.vouched,
                     sent_at=sent_at, interval_s=self.settings.interval_s, caught_up=self.caught_up,
                     message_id=str(uuid.uuid4()))
+                value, content_type = self.values.event(event, topic)
                 headers = [("kind", events.HEARTBEAT_KIND), ("event_type", events.HEARTBEAT_EVENT_TYPE.encode()),
                            ("message_id", event["message_id"].encode()), ("priority", b"debug"),
                            ("content-type", content_type)]
-                out.append((topic, partition, codec.encode_event(event, self.value_format), headers))
+                out.append((topic, partition, value, headers))
         return out
 
     async def _start_producer(self) -> AIOKafkaProducer:

@@ -99,11 +99,22 @@ async def _raw_records(topics: list[str]) -> dict[tuple[str, int, int], tuple[by
         await consumer.stop()
 
 
-async def _settled(topics: list[str], at_least: int, timeout: float) -> int:
-    """The record count of `topics` once it has reached `at_least` and not moved for 6 s."""
+def _is_heartbeat(headers: dict) -> bool:
+    return headers.get("kind") == b"heartbeat"
+
+
+async def _notifications(topics: list[str]) -> int:
+    """Relayed notifications in `topics`: the bridge's heartbeats (every interval, forever) left out."""
+    return sum(not _is_heartbeat(headers) for _, headers in (await _raw_records(topics)).values())
+
+
+async def _settled(topics: list[str], at_least: int, timeout: float, count=None) -> int:
+    """The record count of `topics` (by `count`; all records by default) once it has reached
+    `at_least` and not moved for 6 s."""
+    count_of = count or (lambda ts: count_records(KAFKA, ts))
     deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
     while time.monotonic() < deadline:
-        count = await count_records(KAFKA, topics)
+        count = await count_of(topics)
         if count != last:
             last, since = count, time.monotonic()
         elif count >= at_least and time.monotonic() - since >= 6:
@@ -146,7 +157,8 @@ def _plain(record: dict) -> dict:
 async def test_downstream_apps_read_every_topic_through_the_registry(tmp_path, local_registry, jvm_classpath) -> None:
     names = Names()
     framing = ["--avro-framing", "registry", "--schema-registry-url", local_registry]
-    bridge = start_bridge(names, amqp_url=AMQP_URL, bootstrap=KAFKA, partitions=3, extra=framing)
+    bridge = start_bridge(names, amqp_url=AMQP_URL, bootstrap=KAFKA, partitions=3,
+                          extra=[*framing, "--heartbeat-interval", "1"])
     worker = start_worker(names, bootstrap=KAFKA, partitions=3, data_dir=str(tmp_path / "worker"), extra=framing)
     outputs = [f"{names.output_prefix}{t}" for t in ("operations", "node-state", "alerts")]
     try:
@@ -164,14 +176,19 @@ async def test_downstream_apps_read_every_topic_through_the_registry(tmp_path, l
 
         deadletter = f"{names.topic_prefix}deadletter"
         relay = [t for t in await _topics((names.topic_prefix,)) if t != deadletter]
-        assert await _settled(relay, sent, 90) == sent
-        await _settled(outputs, 1, 90)
+        assert await _settled(relay, sent, 90, count=_notifications) == sent
         assert worker.alive() and bridge.alive(), worker.tail() + bridge.tail()
+        # the bridge writes heartbeats for as long as it runs: stopped, the topics hold still for a snapshot
+        assert await bridge.stop() == 0, bridge.tail()
+        await _settled(relay + outputs, sent, 90)
+        assert worker.alive(), worker.tail()
 
         written = await _raw_records(relay + outputs)
         per_topic = {t: sum(1 for k in written if k[0] == t) for t in outputs}
         assert all(per_topic.values()), f"an output topic is empty: {per_topic}"
-        assert sum(1 for k in written if k[0] in relay) == sent
+        heartbeats = sum(1 for k, (_, headers) in written.items() if k[0] in relay and _is_heartbeat(headers))
+        assert sum(1 for k in written if k[0] in relay) - heartbeats == sent
+        assert heartbeats, "the bridge wrote no heartbeat: the downstream apps did not read one"
 
         # the pipeline's own reading of what it wrote; every value and header says registry framing
         ids = codec.SchemaIds(fetch=registry.Registry(local_registry).schema_text)
@@ -202,7 +219,8 @@ async def test_downstream_apps_read_every_topic_through_the_registry(tmp_path, l
         assert jvm.keys() == written.keys()
         mismatched = [k for k in written if jvm[k] != _plain(ours[k])]
         assert not mismatched, f"{len(mismatched)} records differ, e.g. {mismatched[0]}: {jvm[mismatched[0]]} != {ours[mismatched[0]]}"
-        print(f"registry framing: {len(written)} records ({sent} relayed in {len(relay)} topics, outputs {per_topic}) "
+        print(f"registry framing: {len(written)} records ({sent} relayed and {heartbeats} heartbeats in {len(relay)} topics, "
+              f"outputs {per_topic}) "
               f"decoded alike by the JVM and the REST consumer; {rest.fetched} schema ids fetched")
 
         # 3. an incompatible change (a field added without a default) is refused in one line

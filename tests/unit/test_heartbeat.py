@@ -3,6 +3,7 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from pipeline import codec, events, inspect
@@ -54,9 +55,10 @@ class FakeDepth:
         return self.answers.pop(0)
 
 
-def _heartbeat(unconfirmed, depth):
+def _heartbeat(unconfirmed, depth, values=None):
     return Heartbeat(HeartbeatSettings(5.0, "b-1"), SinkSettings(bootstrap_servers=["127.0.0.1:1"]),
-                     value_format="avro", topics=lambda: [], unconfirmed=unconfirmed, backlog=FakeDepth(depth))
+                     values=values or codec.Encoder("avro"), topics=lambda: [], unconfirmed=unconfirmed,
+                     backlog=FakeDepth(depth))
 
 
 async def test_caught_up_needs_an_empty_queue_and_nothing_unconfirmed() -> None:
@@ -87,6 +89,28 @@ def test_records_go_to_every_partition_with_their_header() -> None:
         assert h["message_id"] == event["message_id"].encode()
         assert h["content-type"].startswith(b"avro/binary; schema=notification")
     assert len({dict(h)["message_id"] for *_, h in records}) == len(records)
+
+
+def test_heartbeats_are_framed_like_the_notifications_beside_them() -> None:
+    """With registry framing a heartbeat carries its topic's registry id, as the relay's records do
+    (a downstream app reading through the registry must decode every record of a relay topic)."""
+    ids = codec.SchemaIds()
+    notification = codec.schema(codec.NOTIFICATION)
+    ids.learn("notifications.baremetal.node-value", 7, notification)
+    ids.learn("notifications.image-value", 9, notification)
+    values = codec.Encoder("avro", "registry", ids)
+    hb = _heartbeat(lambda: 0, [], values)
+    hb.vouched = NOW
+    hb._partitions = {"notifications.baremetal.node": [0], "notifications.image": [0]}
+    for topic, _, value, headers in hb.records(NOW):
+        schema_id = ids.id_for(f"{topic}-value", notification)
+        assert value[:5] == b"\x00" + schema_id.to_bytes(4, "big")
+        assert dict(headers)["content-type"] == values.event(_event(topic=topic), topic)[1]
+        assert values.event(_event(topic=topic), topic)[1].endswith(f"framing=registry; id={schema_id}".encode())
+    json_hb = _heartbeat(lambda: 0, [], codec.Encoder("json"))
+    json_hb.vouched, json_hb._partitions = NOW, {"notifications.image": [0]}
+    (_, _, value, headers), = json_hb.records(NOW)
+    assert dict(headers)["content-type"] == b"application/json" and orjson.loads(value)["event_type"] == "pipeline.heartbeat"
 
 
 def test_settings(monkeypatch) -> None:
