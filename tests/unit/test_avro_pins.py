@@ -32,7 +32,7 @@ def test_every_schema_has_its_pinned_fingerprint() -> None:
     }
     assert not changed, (
         f"Avro schemas changed: {changed} (new fingerprints). If that is deliberate, put the new fingerprint "
-        "in docs/contracts.md's schema table and say what changed and why in the README's 'Changelog of contracts'."
+        "in docs/contracts.md's schema table and say what changed and why in docs/changelog.md."
     )
 
 
