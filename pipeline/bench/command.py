@@ -41,7 +41,7 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -282,10 +282,10 @@ class Bench:
         self.stage(f"memory at {a.rss_nodes:,} nodes: one power_state_corrected per node, straight to the relay topics")
         from pipeline.simulate.command import unique_id
         from pipeline.simulate.fleet import Fleet
-        from pipeline.simulate.outputs import KafkaOutput, Topics
+        from pipeline.simulate.outputs import KafkaOutput
 
         fleet = Fleet(a.rss_nodes, 0, seed=a.seed, start=time_now(), keep_operations=False)
-        output = KafkaOutput(self.bootstrap.split(","), names.topic_prefix, a.partitions, "avro", Topics())
+        output = KafkaOutput(self.bootstrap.split(","), names.topic_prefix, a.partitions, "avro", OsloTopics())
         await output.start()
         tick = stages.Ticker(say, "produce", a.rss_nodes)
         sent = 0
@@ -340,8 +340,7 @@ class Bench:
             proc.cleanup()
 
 
-def time_now():
-    from datetime import datetime
+def time_now() -> datetime:
 
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
