@@ -26,39 +26,32 @@ Order of the stages (each prints progress on stderr):
     the node's full state) and its RSS is read when it has read them all.
 
 Every run uses its own queue, topics and consumer groups (`bench-<run>`), deleted at the end.
+The stages themselves are in `pipeline.bench.stages`; the targets, the table and the summary printed
+at the end in `pipeline.bench.results`.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import math
 import os
-import pstats
 import shlex
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import AMQP, ConfigError, Group, Setting, add_settings
+from pipeline.simulate.outputs import Topics as OsloTopics
 
 from . import stages
 from .procs import Names, Proc, count_records, delete_queues, delete_topics, start_bridge, start_worker
-
-TARGETS = {
-    "bridge_ratio": 0.8,  # bridge >= 0.8 x the lower of its two limits
-    "worker_ratio": 0.3,  # worker >= 0.3 x the bare consumer
-    "worker_rate": 10_000.0,
-    "e2e_p99_ms": 250.0,  # at 1,000 events/s offered
-    "e2e_p99_ms_5k": 1000.0,  # at 5,000 events/s offered
-    "worker_rss_mb_100k_nodes": 1024.0,
-}
-
+from .records import KafkaRecord, Published, Workload, kafka_record
+from .results import profile_top, summary, table
 
 SETTINGS: tuple[Group, ...] = (
     Group("benchmark", (
@@ -95,138 +88,9 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _num(v: Any, unit: str = "/s") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:,.0f}{unit}" if unit == "/s" else f"{v:,.1f} {unit}".rstrip()
-
-
-def _ratio(value: float | None, limit: float | None) -> float | None:
-    if value is None or limit in (None, 0) or math.isnan(value) or math.isnan(limit):
-        return None
-    return value / limit
-
-
-def _below(value: float | None, bound: float) -> bool | None:
-    return None if value is None or math.isnan(value) else value < bound
-
-
-def _latency_below(r: dict[str, Any], suffix: str, bound_ms: float) -> bool | None:
-    """p99 under the bound. An operation record still missing when the stage ended took longer than
-    the stage's settling time (15 s), so more than 1 % of them missing is a miss whatever the p99 of
-    the others says."""
-    operations, matched = r.get("e2e_operations" + suffix), r.get("e2e_matched" + suffix)
-    if operations and matched is not None and matched < 0.99 * operations:
-        return False
-    return _below(r.get("e2e_p99_ms" + suffix), bound_ms)
-
-
-def _latency_text(r: dict[str, Any], suffix: str) -> str:
-    text = _num(r.get("e2e_p99_ms" + suffix), "ms")
-    operations, matched = r.get("e2e_operations" + suffix), r.get("e2e_matched" + suffix)
-    if operations and matched is not None and matched < operations:
-        text += f" ({matched:,} of {operations:,} operations seen)"
-    return text
-
-
-def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    """Each target of the benchmark: (what it asks, what this run measured, met? None: not measured)."""
-    bridge_ratio = _ratio(r.get("bridge_rate"), min(r["amqp_drain_rate"], r["kafka_produce_rate"]))
-    worker_ratio = _ratio(r.get("worker_rate"), r.get("kafka_consume_rate"))
-    worker_ok = None if worker_ratio is None else (worker_ratio >= TARGETS["worker_ratio"]
-                                                   and r["worker_rate"] >= TARGETS["worker_rate"])
-    return [
-        ("bridge >= 0.80 x its lower limit", "n/a" if bridge_ratio is None else f"{bridge_ratio:.2f} x",
-         None if bridge_ratio is None else bridge_ratio >= TARGETS["bridge_ratio"]),
-        ("worker >= 10,000/s and >= 0.30 x the bare consumer",
-         f"{_num(r.get('worker_rate'))}, " + ("n/a" if worker_ratio is None else f"{worker_ratio:.2f} x"), worker_ok),
-        ("end to end p99 < 250 ms at 1,000/s", _latency_text(r, ""), _latency_below(r, "", TARGETS["e2e_p99_ms"])),
-        ("end to end p99 < 1 s at 5,000/s", _latency_text(r, "_5k"),
-         _latency_below(r, "_5k", TARGETS["e2e_p99_ms_5k"])),
-        ("worker RSS at 100,000 nodes < 1 GB", _num(r.get("worker_rss_mb_100k_nodes"), "MB"),
-         _below(r.get("worker_rss_mb_100k_nodes"), TARGETS["worker_rss_mb_100k_nodes"])),
-    ]
-
-
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("yes" if ok else "NO")
-
-
-def table(r: dict[str, Any]) -> str:
-    """figure | value | limit | ratio | target | met?"""
-    num, met = _num, _met
-    checks = {name: ok for name, _, ok in targets(r)}
-    bridge_limit = min(r["amqp_drain_rate"], r["kafka_produce_rate"])
-    bridge_ratio = _ratio(r["bridge_rate"], bridge_limit)
-    worker_ratio = _ratio(r["worker_rate"], r["kafka_consume_rate"])
-    pair_ratio = _ratio(r.get("two_worker_rate"), r["worker_rate"])
-    limit_name = "aio-pika drain" if r["amqp_drain_rate"] <= r["kafka_produce_rate"] else "aiokafka produce"
-
-    def ratio(v: float | None) -> str:
-        return f"{v:.2f}" if v is not None else "n/a"
-
-    def latency(suffix: str, target: str, check: str) -> list[tuple[str, ...]]:
-        offered = f"{r.get('e2e_offered_rate' + suffix) or 0:,.0f}/s"
-        return [
-            (f"end to end p50 at {offered}", num(r.get("e2e_p50_ms" + suffix), "ms"), "", "", "", ""),
-            (f"end to end p99 at {offered}", _latency_text(r, suffix), "", "", target, met(checks[check])),
-            ("  of which bridge (publish->relay) p99", num(r.get("e2e_bridge_p99_ms" + suffix), "ms"), "", "", "", ""),
-            ("  of which worker (relay->operation) p99", num(r.get("e2e_worker_p99_ms" + suffix), "ms"), "", "", "", ""),
-        ]
-
-    rows = [
-        ("figure", "value", "limit", "ratio", "target", "met?"),
-        ("bridge relay RabbitMQ->Kafka", num(r["bridge_rate"]), f"{num(bridge_limit)} ({limit_name})",
-         ratio(bridge_ratio), ">= 0.80 x limit", met(checks["bridge >= 0.80 x its lower limit"])),
-        ("  bridge CPU per record", num(r.get("bridge_cpu_us_per_event"), "µs"), "", "", "", ""),
-        ("  bare aio-pika drain", num(r["amqp_drain_rate"]), "", "", "", ""),
-        ("  bare aiokafka produce", num(r["kafka_produce_rate"]), "", "", "", ""),
-        ("worker, every agent on", num(r["worker_rate"]), f"{num(r['kafka_consume_rate'])} (aiokafka consume)",
-         ratio(worker_ratio), ">= 0.30 x limit, >= 10,000/s",
-         met(checks["worker >= 10,000/s and >= 0.30 x the bare consumer"])),
-        ("  worker CPU per record", num(r.get("worker_cpu_us_per_event"), "µs"), "", "", "", ""),
-        ("two workers, one group", num(r.get("two_worker_rate")), f"{num(2 * r['worker_rate'])} (2 x one worker)",
-         ratio(None if pair_ratio is None else pair_ratio / 2), "", ""),
-        *latency("", "< 250 ms", "end to end p99 < 250 ms at 1,000/s"),
-        *latency("_5k", "< 1,000 ms", "end to end p99 < 1 s at 5,000/s"),
-        ("bridge peak RSS", num(r.get("bridge_peak_rss_mb"), "MB"), "", "", "", ""),
-        ("worker peak RSS", num(r.get("worker_peak_rss_mb"), "MB"), "", "", "", ""),
-        (f"worker RSS at {r.get('rss_nodes', 0):,} nodes", num(r.get("worker_rss_mb_100k_nodes"), "MB"), "", "",
-         "< 1,024 MB", met(checks["worker RSS at 100,000 nodes < 1 GB"])),
-        ("core: decode+classify+mask+Avro, 1 core", num(r.get("core_rate")), "", "", "", ""),
-        ("oslo.messaging Notifier publish", num(r.get("oslo_publish_rate")), "", "", "", ""),
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
-def summary(r: dict[str, Any]) -> str:
-    """The closing lines: how many targets were met, each with its figure, and the run's frame."""
-    checks = targets(r)
-    met = sum(1 for _, _, ok in checks if ok)
-    lines = [f"{met} of {len(checks)} targets met:"]
-    lines += [f"  {_met(ok):>3}  {name}: {value}" for name, value, ok in checks]
-    if r.get("wall_seconds") is not None:
-        lines.append(f"run {r.get('run')}: {r['wall_seconds']:,.0f} s on {r.get('cpus')} cores, load average "
-                     f"{(r.get('load_average_at_start') or [0])[0]:.1f} at start, "
-                     f"{(r.get('load_average_at_end') or [0])[0]:.1f} at the end")
-    return "\n".join(lines)
-
-
-def profile_top(path: Path, count: int = 15) -> str:
-    if not path.exists():
-        return f"(no profile at {path}: the process did not exit normally)"
-    import io
-
-    out = io.StringIO()
-    stats = pstats.Stats(str(path), stream=out)
-    stats.sort_stats("tottime").print_stats(count)
-    return "\n".join(line for line in out.getvalue().splitlines() if line.strip())[-4000:]
-
-
 class Bench:
+    """One run: the stages in order (see the module's docstring), their figures into `report`."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.bootstrap = args.kafka_bootstrap_servers
@@ -235,7 +99,10 @@ class Bench:
         self.amqp = amqp_connect_kwargs(args)["url"]
         self.report: dict[str, Any] = {}
         self.names = Names()
+        self.pair_names: Names | None = None  # set by the stages that create them, for the cleanup
+        self.extra_cleanup: Names | None = None
         self.procs: list[Proc] = []
+        self.bodies: list[Published] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
         self.started = time.perf_counter()
 
@@ -243,67 +110,102 @@ class Bench:
         say(f"[{time.perf_counter() - self.started:6.1f}s] {text}")
 
     async def run(self) -> dict[str, Any]:
+        r = self.report
+        self._frame()
+        self._core()
+        work, topics, kafka_records = self._records()
+        await self._oslo(work, topics)
+        await self._amqp_limit()
+        await self._kafka_limit(kafka_records)
+        del kafka_records  # tens of thousands of encoded records, not needed again
+        bridge = await self._bridge()
+        worker_topics, worker_records = await self._consume_limit()
+        worker = await self._worker(worker_records)
+        await self._latency(work, worker_topics)
+        await self._memory(bridge, worker)
+        await self._two_workers()
+        await self._rss_100k()
+        r["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        r["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        return r
+
+    def _frame(self) -> None:
         a, r, names = self.args, self.report, self.names
         r.update({"bridge_args": a.bridge_args, "worker_args": a.worker_args})
         r.update({"run": names.run, "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                   "events": a.events, "nodes": a.nodes, "images": a.images,
                   "partitions": a.partitions, "rss_nodes": a.rss_nodes,
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        from .core import measure_core
-        from .records import Workload, kafka_record
 
-        self.stage(f"core: {a.core_seconds:.0f} s of decode + classify + mask + Avro encode")
-        core = measure_core(a.core_seconds)
-        r["core_rate"] = round(core["core_rate"], 1)
+    def _core(self) -> None:
+        from .core import measure_core
+
+        self.stage(f"core: {self.args.core_seconds:.0f} s of decode + classify + mask + Avro encode")
+        core = measure_core(self.args.core_seconds)
+        self.report["core_rate"] = round(core["core_rate"], 1)
         say(f"  core: {core['core_rate']:,.0f} events/s on one core")
 
+    def _records(self) -> tuple[Workload, OsloTopics, list[KafkaRecord]]:
+        """The fleet, its bodies (kept for the bridge and the two workers) and the records the bridge
+        would write of them (for the Kafka limit)."""
+        a, names = self.args, self.names
         self.stage(f"records: {a.events:,} notifications of a {a.nodes:,}-node, {a.images:,}-image fleet")
-        from pipeline.simulate.outputs import Topics
-
-        topics = Topics(ironic=names.ironic_topic, glance=names.glance_topic)
+        topics = OsloTopics(ironic=names.ironic_topic, glance=names.glance_topic)
         work = Workload(a.nodes, a.images, seed=a.seed, topics=topics)
-        bodies = work.publish_list(a.events)
+        bodies = self.bodies = work.publish_list(a.events)
         kafka_records = [kafka_record(p.body, f"bench-{names.run}.limit.") for p in bodies]
-        r["body_bytes_avg"] = round(sum(len(p.body) for p in bodies) / len(bodies), 1)
+        self.report["body_bytes_avg"] = round(sum(len(p.body) for p in bodies) / len(bodies), 1)
+        return work, topics, kafka_records
 
-        self.stage(f"oslo.messaging: {a.oslo_events:,} notifications through its rabbit driver")
-        oslo_events = list(work.events(a.oslo_events))
-        r["oslo_publish_rate"] = round(await stages.oslo_publish_rate(self.amqp, oslo_events, topics, say), 1)
-        await delete_queues(self.amqp, names.oslo_default_queues())
+    async def _oslo(self, work: Workload, topics: OsloTopics) -> None:
+        self.stage(f"oslo.messaging: {self.args.oslo_events:,} notifications through its rabbit driver")
+        oslo_events = list(work.events(self.args.oslo_events))
+        self.report["oslo_publish_rate"] = round(await stages.oslo_publish_rate(self.amqp, oslo_events, topics, say), 1)
+        await delete_queues(self.amqp, self.names.oslo_default_queues())
 
+    async def _amqp_limit(self) -> None:
+        r, bodies = self.report, self.bodies
         self.stage("RabbitMQ limit: fill a queue, drain it with a bare aio-pika consumer")
-        drain_queue = f"{names.queue}-drain"
+        drain_queue = f"{self.names.queue}-drain"
         await stages.declare_queue(self.amqp, drain_queue)
         r["amqp_publish_rate"] = round(await stages.fill_queue(self.amqp, drain_queue, bodies, say, "publish"), 1)
         r["amqp_drain_rate"] = round(await stages.amqp_drain(self.amqp, drain_queue, len(bodies), say), 1)
 
+    async def _kafka_limit(self, kafka_records: list[KafkaRecord]) -> None:
         self.stage("Kafka limit: a bare aiokafka producer writes the bridge's records")
-        r["kafka_produce_rate"] = round(await stages.kafka_produce(self.bootstrap, kafka_records, a.partitions, say), 1)
-        del kafka_records
-        self.bodies = bodies
+        rate = await stages.kafka_produce(self.bootstrap, kafka_records, self.args.partitions, say)
+        self.report["kafka_produce_rate"] = round(rate, 1)
 
+    async def _bridge(self) -> Proc:
+        a, r, names = self.args, self.report, self.names
         self.stage("bridge: fill its queue, then `pipeline bridge` relays the backlog")
         await stages.declare_queue(self.amqp, names.queue)
-        await stages.fill_queue(self.amqp, names.queue, bodies, say, "publish")
+        await stages.fill_queue(self.amqp, names.queue, self.bodies, say, "publish")
         bridge = self._spawn(start_bridge(names, amqp_url=self.amqp, bootstrap=self.bootstrap,
                                           partitions=a.partitions, profile=self._profile("bridge"),
                                           extra=shlex.split(a.bridge_args)))
-        relay_topics = self._relay_topics()
-        relayed = await stages.wait_relayed(bridge, self.bootstrap, relay_topics, len(bodies), say)
+        relayed = await stages.wait_relayed(bridge, self.bootstrap, self._relay_topics(), len(self.bodies), say)
         r["bridge_rate"] = round(relayed.rate, 1)
         r["bridge_cpu_us_per_event"] = round(relayed.cpu_us_per_event, 1)
         say(f"  bridge: {relayed.rate:,.0f}/s, {relayed.cpu_us_per_event:,.0f} µs of CPU per record")
+        return bridge
 
+    async def _consume_limit(self) -> tuple[list[str], int]:
+        """The worker's topics and how many records they hold, read once by a bare consumer."""
         # the worker reads the families that have operations (not image.member, metadef_*): both
         # it and its limit read exactly those topics
         from pipeline.streams.topics import Topics as WorkerTopics
 
+        r, names = self.report, self.names
         worker_topics = list(WorkerTopics.named(names.topic_prefix, names.output_prefix).sources)
         worker_records = await count_records(self.bootstrap, worker_topics)
         r["worker_records"] = worker_records
         self.stage(f"Kafka consume limit: a bare aiokafka consumer reads the worker's {worker_records:,} records")
         r["kafka_consume_rate"] = round(await stages.kafka_consume(self.bootstrap, worker_topics, worker_records, say), 1)
+        return worker_topics, worker_records
 
+    async def _worker(self, worker_records: int) -> Proc:
+        a, r, names = self.args, self.report, self.names
         self.stage("worker: `pipeline worker` (every agent, RocksDB) reads the same records")
         port = stages.free_port()
         worker = self._spawn(start_worker(names, bootstrap=self.bootstrap, partitions=a.partitions,
@@ -313,32 +215,31 @@ class Bench:
         r["worker_rate"], r["worker_rate_measured_by"] = round(read.rate, 1), source
         r["worker_cpu_us_per_event"] = round(read.cpu_us_per_event, 1)
         say(f"  worker: {read.rate:,.0f}/s, {read.cpu_us_per_event:,.0f} µs of CPU per record")
+        return worker
 
-        # the same bridge and worker at two offered loads; the keys of the second end in _5k
+    async def _latency(self, work: Workload, worker_topics: list[str]) -> None:
+        """The same bridge and worker at two offered loads; the keys of the second end in _5k."""
+        a, names = self.args, self.names
         for rate, seconds, suffix in ((a.e2e_rate, a.e2e_seconds, ""), (a.e2e_high_rate, a.e2e_high_seconds, "_5k")):
             count = int(rate * seconds)
             self.stage(f"end to end: {count:,} events at {rate:,.0f}/s through RabbitMQ, bridge and worker")
             e2e = await stages.end_to_end(self.amqp, self.bootstrap, f"{names.output_prefix}operations",
                                           work.publish_list(count), rate, say, relay_topics=worker_topics)
-            r.update({key + suffix: value for key, value in e2e.items()})
+            self.report.update({key + suffix: value for key, value in e2e.items()})
             say(f"  p50 {e2e['e2e_p50_ms']} ms, p99 {e2e['e2e_p99_ms']} ms over {e2e['e2e_matched']:,} of "
                 f"{e2e['e2e_operations']:,} operations; of which publish -> relay record p50 {e2e['e2e_bridge_p50_ms']} "
                 f"ms p99 {e2e['e2e_bridge_p99_ms']} ms, relay record -> operation record p50 "
                 f"{e2e['e2e_worker_p50_ms']} ms p99 {e2e['e2e_worker_p99_ms']} ms")
 
+    async def _memory(self, bridge: Proc, worker: Proc) -> None:
+        r = self.report
         self.stage("memory: stop bridge and worker, read their peak RSS")
         for proc in (bridge, worker):
             await proc.stop()
         r["bridge_peak_rss_mb"] = round(bridge.peak_rss_mb, 1)
         r["worker_peak_rss_mb"] = round(worker.peak_rss_mb, 1)
-        if a.profile:
+        if self.args.profile:
             r["profiles"] = {p.name: str(p.profile) for p in (bridge, worker)}
-
-        await self._two_workers()
-        await self._rss_100k()
-        r["wall_seconds"] = round(time.perf_counter() - self.started, 1)
-        r["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        return r
 
     async def _two_workers(self) -> None:
         """Two worker processes in one consumer group, throughput of the pair. They start on empty
@@ -347,8 +248,6 @@ class Bench:
         a, r = self.args, self.report
         from pipeline.bridge.relay import catalog_topics
         from pipeline.streams.topics import Topics as WorkerTopics
-
-        from .records import kafka_record
 
         names = self.pair_names = Names(run=f"{self.names.run}-pair")
         records = [kafka_record(p.body, names.topic_prefix) for p in self.bodies]
@@ -383,10 +282,10 @@ class Bench:
         self.stage(f"memory at {a.rss_nodes:,} nodes: one power_state_corrected per node, straight to the relay topics")
         from pipeline.simulate.command import unique_id
         from pipeline.simulate.fleet import Fleet
-        from pipeline.simulate.outputs import KafkaOutput, Topics
+        from pipeline.simulate.outputs import KafkaOutput
 
         fleet = Fleet(a.rss_nodes, 0, seed=a.seed, start=time_now(), keep_operations=False)
-        output = KafkaOutput(self.bootstrap.split(","), names.topic_prefix, a.partitions, "avro", Topics())
+        output = KafkaOutput(self.bootstrap.split(","), names.topic_prefix, a.partitions, "avro", OsloTopics())
         await output.start()
         tick = stages.Ticker(say, "produce", a.rss_nodes)
         sent = 0
@@ -427,7 +326,7 @@ class Bench:
     async def cleanup(self) -> None:
         for proc in self.procs:
             await proc.stop(timeout=15)
-        names = [self.names, getattr(self, "extra_cleanup", None), getattr(self, "pair_names", None)]
+        names = [self.names, self.extra_cleanup, self.pair_names]
         queues = [self.names.queue, f"{self.names.queue}-drain", *self.names.oslo_default_queues()]
         try:
             await delete_queues(self.amqp, queues)
@@ -441,8 +340,7 @@ class Bench:
             proc.cleanup()
 
 
-def time_now():
-    from datetime import datetime
+def time_now() -> datetime:
 
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
@@ -467,6 +365,8 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> dict[str, Any]:
         # SIGTERM (a timeout, CI) cancels like Ctrl-C does, so the queues, topics and children go
         task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("bench: main() runs outside a task")
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             return await bench.run()

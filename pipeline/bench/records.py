@@ -17,7 +17,9 @@ from pipeline.simulate.command import unique_id
 from pipeline.simulate.fleet import Fleet
 from pipeline.simulate.model import TERMINAL, Event
 
-__all__ = ["Published", "Workload", "kafka_record"]
+__all__ = ["KafkaRecord", "Published", "Workload", "kafka_record"]
+
+KafkaRecord = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]  # (topic, key, value, headers)
 
 
 @dataclass(slots=True)
@@ -30,7 +32,7 @@ class Published:
     end_key: tuple[str, str, str] | None  # (resource uuid, operation, end message id)
 
 
-def kafka_record(body: bytes, topic_prefix: str) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
+def kafka_record(body: bytes, topic_prefix: str) -> KafkaRecord:
     """(topic, key, value, headers) exactly as the bridge produces a body (Avro value)."""
     event = events.normalize(body, topic_prefix=topic_prefix)
     fingerprint = codec.schema(codec.NOTIFICATION).fingerprint.hex()
