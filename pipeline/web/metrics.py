@@ -53,50 +53,70 @@ def _state(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+Rows = Iterable[tuple[Iterable[str], float]]
+
+
+def _gauge(name: str, help_text: str, labels: list[str], rows: Rows) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=labels)
+    for values, n in rows:
+        family.add_metric(list(values), n)
+    return family
+
+
+def _counter(name: str, help_text: str, labels: list[str], rows: Rows) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=labels)
+    for values, n in rows:
+        family.add_metric(list(values), n)
+    return family
+
+
 def pipeline_metrics(observations: Observations, figures: WorkerFigures) -> list[Metric]:
     """Our metric families from plain figures (pure, so the unit tests read them directly)."""
-    build = GaugeMetricFamily("pipeline_build_info", "Always 1: the version of this process",
-                              labels=["component", "version", "python"])
-    build.add_metric(["worker", __version__, platform.python_version()], 1)
-    events = CounterMetricFamily("pipeline_events", "Notifications processed, by event type", labels=["event_type"])
-    for event_type, n in sorted(observations.events_by_type.items()):
-        events.add_metric([event_type], n)
-    operations = CounterMetricFamily(
-        "pipeline_operations", "Finished operations, by operation and outcome", labels=["operation", "outcome"]
-    )
-    for (operation, outcome), n in sorted(observations.operations_by_outcome.items()):
-        operations.add_metric([operation, outcome], n)
+    return [*_lane_ages(figures), *_counted(observations), *_open_operations(figures), *_nodes(figures),
+            *_reading(figures), *_extra_counters(figures)]
+
+
+def _counted(o: Observations) -> list[Metric]:
+    """What the agents reported: events, finished operations and their durations, alerts."""
     durations = HistogramMetricFamily(
         "pipeline_operation_duration_seconds",
         "Event-time duration of finished operations (start to end or error), by operation and outcome",
         labels=["operation", "outcome"],
     )
-    for (operation, outcome), histogram in sorted(observations.duration_histograms.items()):
+    for (operation, outcome), histogram in sorted(o.duration_histograms.items()):
         durations.add_metric([operation, outcome], histogram.cumulative(), histogram.sum)
-    alerts = CounterMetricFamily("pipeline_alerts", "Alerts raised, by type", labels=["type"])
-    # every known type from 0 on, so that increase() over a window sees the first alert of a type
-    for alert_type in sorted(set(ALERT_TYPES) | set(observations.alerts_by_type)):
-        alerts.add_metric([alert_type], observations.alerts_by_type.get(alert_type, 0))
-    deadletters = CounterMetricFamily("pipeline_deadletters", "Relay records sent to the dead-letter topic")
-    deadletters.add_metric([], observations.deadletters)
+    return [
+        _gauge("pipeline_build_info", "Always 1: the version of this process", ["component", "version", "python"],
+               [(("worker", __version__, platform.python_version()), 1)]),
+        _counter("pipeline_events", "Notifications processed, by event type", ["event_type"],
+                 (((t,), n) for t, n in sorted(o.events_by_type.items()))),
+        _counter("pipeline_operations", "Finished operations, by operation and outcome", ["operation", "outcome"],
+                 sorted(o.operations_by_outcome.items())),
+        durations,
+        # every known type from 0 on, so that increase() over a window sees the first alert of a type
+        _counter("pipeline_alerts", "Alerts raised, by type", ["type"],
+                 (((t,), o.alerts_by_type.get(t, 0)) for t in sorted(set(ALERT_TYPES) | set(o.alerts_by_type)))),
+        _counter("pipeline_deadletters", "Relay records sent to the dead-letter topic", [], [((), o.deadletters)]),
+    ]
 
+
+def _open_operations(figures: WorkerFigures) -> list[Metric]:
     open_counts: dict[str, list[int]] = {}  # operation -> [open, past deadline]
     for op in figures.open_operations:
         row = open_counts.setdefault(str(op.get("operation")), [0, 0])
         row[0] += 1
         row[1] += op.get("missing_end_raised_at") is not None
-    open_ops = GaugeMetricFamily(
-        "pipeline_open_operations", "Operations started and not ended, on this worker's partitions", labels=["operation"]
-    )
-    past = GaugeMetricFamily(
-        "pipeline_operations_past_deadline",
-        "Open operations whose deadline passed without an end (a missing_end alert was raised)",
-        labels=["operation"],
-    )
-    for operation, (n_open, n_past) in sorted(open_counts.items()):
-        open_ops.add_metric([operation], n_open)
-        past.add_metric([operation], n_past)
+    rows = sorted(open_counts.items())
+    return [
+        _gauge("pipeline_open_operations", "Operations started and not ended, on this worker's partitions",
+               ["operation"], (((op,), n_open) for op, (n_open, _) in rows)),
+        _gauge("pipeline_operations_past_deadline",
+               "Open operations whose deadline passed without an end (a missing_end alert was raised)",
+               ["operation"], (((op,), n_past) for op, (_, n_past) in rows)),
+    ]
 
+
+def _nodes(figures: WorkerFigures) -> list[Metric]:
     node_counts: dict[tuple[str, str, str], int] = {}
     stuck_counts: dict[str, int] = {}
     for node in figures.nodes:
@@ -105,63 +125,49 @@ def pipeline_metrics(observations: Observations, figures: WorkerFigures) -> list
         node_counts[key] = node_counts.get(key, 0) + 1
         if node.get("stuck"):
             stuck_counts[provision] = stuck_counts.get(provision, 0) + 1
-    nodes = GaugeMetricFamily(
-        "pipeline_nodes", "Nodes by power state, provision state and maintenance, on this worker's partitions",
-        labels=["power_state", "provision_state", "maintenance"],
-    )
-    for labels, n in sorted(node_counts.items()):
-        nodes.add_metric(list(labels), n)
-    stuck = GaugeMetricFamily(
-        "pipeline_nodes_stuck",
-        "Nodes still in the transitional provision state a stuck_state alert was raised for",
-        labels=["provision_state"],
-    )
-    for provision, n in sorted(stuck_counts.items()):
-        stuck.add_metric([provision], n)
+    return [
+        _gauge("pipeline_nodes", "Nodes by power state, provision state and maintenance, on this worker's partitions",
+               ["power_state", "provision_state", "maintenance"], sorted(node_counts.items())),
+        _gauge("pipeline_nodes_stuck",
+               "Nodes still in the transitional provision state a stuck_state alert was raised for",
+               ["provision_state"], (((p,), n) for p, n in sorted(stuck_counts.items()))),
+    ]
 
-    lag = GaugeMetricFamily(
-        "pipeline_consumer_lag", "Records not yet processed, per source partition", labels=["topic", "partition"]
-    )
-    for (topic, partition), n in sorted(figures.consumer_lag.items()):
-        lag.add_metric([topic, str(partition)], n)
-    newest = GaugeMetricFamily(
-        "pipeline_relay_newest_event_timestamp_seconds",
-        "Event time (the notification's own timestamp) of the newest event read, per relay topic, "
-        "over this worker's partitions",
-        labels=["topic"],
-    )
-    for topic, seconds in sorted(figures.newest_event.items()):
-        newest.add_metric([topic], seconds)
-    # A gauge, not a counter: the counts live in the loss table and move with their partition to
-    # another worker on a rebalance; a counter falling on one pod would read as a reset to rate().
-    publishers = GaugeMetricFamily(
-        "pipeline_publisher_operations",
-        "Operations counted per publisher since the loss table began, by what happened "
-        "(started, ended, errors, missing, late, orphaned, superseded), on this worker's partitions",
-        labels=["publisher", "what"],
-    )
-    for publisher, counts in sorted(figures.loss.items()):
-        for what, count in sorted(counts.items()):
-            publishers.add_metric([publisher, what], count)
-    extra = []
-    for name, help_text, value in figures.counters:
-        family = CounterMetricFamily(name, help_text)
-        family.add_metric([], value)
-        extra.append(family)
+
+def _reading(figures: WorkerFigures) -> list[Metric]:
+    """How far the worker has read: lag, the newest event time, the loss table's counts."""
+    return [
+        _gauge("pipeline_consumer_lag", "Records not yet processed, per source partition", ["topic", "partition"],
+               (((t, str(p)), n) for (t, p), n in sorted(figures.consumer_lag.items()))),
+        _gauge("pipeline_relay_newest_event_timestamp_seconds",
+               "Event time (the notification's own timestamp) of the newest event read, per relay topic, "
+               "over this worker's partitions", ["topic"],
+               (((t,), s) for t, s in sorted(figures.newest_event.items()))),
+        # A gauge, not a counter: the counts live in the loss table and move with their partition to
+        # another worker on a rebalance; a counter falling on one pod would read as a reset to rate().
+        _gauge("pipeline_publisher_operations",
+               "Operations counted per publisher since the loss table began, by what happened "
+               "(started, ended, errors, missing, late, orphaned, superseded), on this worker's partitions",
+               ["publisher", "what"],
+               (((pub, what), n) for pub, counts in sorted(figures.loss.items()) for what, n in sorted(counts.items()))),
+    ]
+
+
+def _extra_counters(figures: WorkerFigures) -> list[Metric]:
+    return [_counter(name, help_text, [], [((), value)]) for name, help_text, value in figures.counters]
+
+
+def _lane_ages(figures: WorkerFigures) -> list[Metric]:
     # the wall clock minus each lane's watermark: about lateness + one heartbeat interval when the
     # clock runs; growing while an outage upstream holds it or a bridge is stuck (docs/clock.md)
-    ages = GaugeMetricFamily(
-        "pipeline_watermark_age_seconds", "Wall clock minus the lane's watermark, per source partition",
-        labels=["topic", "partition"])
-    oldest = GaugeMetricFamily("pipeline_oldest_watermark_age_seconds",
-                               "Wall clock minus the oldest watermark of this worker's source partitions")
     lane_ages = {lane: figures.now - mark / 1_000_000 for lane, mark in figures.lanes.items() if mark > 0}
-    for (topic, partition), age in sorted(lane_ages.items()):
-        ages.add_metric([topic, str(partition)], round(age, 3))
-    if lane_ages:
-        oldest.add_metric([], round(max(lane_ages.values()), 3))
-    return [ages, oldest, build, events, operations, durations, alerts, deadletters, open_ops, past, nodes, stuck, lag, newest,
-            publishers, *extra]
+    return [
+        _gauge("pipeline_watermark_age_seconds", "Wall clock minus the lane's watermark, per source partition",
+               ["topic", "partition"], (((t, str(p)), round(age, 3)) for (t, p), age in sorted(lane_ages.items()))),
+        _gauge("pipeline_oldest_watermark_age_seconds",
+               "Wall clock minus the oldest watermark of this worker's source partitions", [],
+               [((), round(max(lane_ages.values()), 3))] if lane_ages else []),
+    ]
 
 
 def newest_event_seconds(newest_us: Mapping[tuple[str, int], int], active: set[tuple[str, int]]) -> dict[str, float]:
