@@ -21,7 +21,9 @@ from pipeline.config import (
 
 from . import sink as sink_mod
 from .heartbeat import Heartbeat, HeartbeatSettings, QueueDepth, default_bridge_id
-from .relay import MIN_PRIORITIES, BridgeSettings, Relay, catalog_topics, deadletter_topic, install_signal_handlers, run_bridge
+from .relay import BridgeSettings, Relay
+from .routing import MIN_PRIORITIES, catalog_topics, deadletter_topic
+from .service import install_signal_handlers, run_bridge
 from .sink import SinkSettings
 from .sources import (
     AmqpSettings,

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka.errors import (
@@ -21,30 +19,25 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     UnsupportedForMessageFormatError,
 )
+from prometheus_client import Counter
 
 from pipeline import codec, events, redact, wire
 
 from . import metrics
-from .sink import Headers, KafkaSink, SinkSettings, TopicRefused, _one_line, _sleep_or_stop
+from .backoff import Backoff
+from .routing import PRIORITY_RANK, REASON_CLASSES, catalog_topics, deadletter_topic, reason_class
+from .sink import Headers, KafkaSink, SinkSettings, TopicRefused, _one_line
 from .sources import Delivery, Source
 
-log = logging.getLogger("pipeline.bridge")
+# catalog_topics and REASON_CLASSES lived here before routing.py: the benchmark, the manifest tests and
+# the metrics tests still import them from the relay
+__all__ = ["REASON_CLASSES", "BridgeSettings", "Relay", "catalog_topics", "deadletter_topic", "reason_class"]
 
-# Ironic's notification_level order; `warning` is what Ironic's option spells, `warn` the wire.
-# audit and sample rank with info: oslo's AUDIT log level sits just above INFO, and samples are
-# routine measurements, so a filter at info keeps them and one at warn drops them.
-PRIORITY_RANK = {"debug": 10, "info": 20, "audit": 20, "sample": 20, "warn": 30, "warning": 30,
-                 "error": 40, "critical": 50}
-MIN_PRIORITIES = ("debug", "info", "warning", "warn", "error", "critical")
+log = logging.getLogger("pipeline.bridge")
 
 # Kafka will never take these records, however often we try: dead-letter them instead.
 _NOT_RETRIABLE = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError,
                   UnsupportedForMessageFormatError)
-
-
-def _backoff(attempt: int) -> float:
-    """Seconds before produce attempt `attempt + 1` (`_sleep_or_stop` adds the jitter)."""
-    return min(0.25 * 2 ** min(attempt, 7), 30.0)
 
 
 def _retrieve(fut: asyncio.Future) -> BaseException | None:
@@ -54,36 +47,9 @@ def _retrieve(fut: asyncio.Future) -> BaseException | None:
 
 
 def _log_crash(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("relay task %s failed: %s", task.get_name(), _one_line(task.exception()),
-                  exc_info=task.exception())
-
-
-def deadletter_topic(topic_prefix: str) -> str:
-    return events.topic_for("deadletter", topic_prefix)
-
-
-# reason text -> the small set of classes the dead-letter metric is labelled with
-_REASON_CLASSES = (
-    ("not JSON", "not_json"),
-    ("exceeds the limit", "too_large"),
-    ("oslo.", "bad_envelope"),
-    ("body is", "bad_body"),
-    ("line", "bad_body"),
-    ("capture", "bad_body"),
-    ("cannot be created", "topic_refused"),
-    ("kafka", "kafka_rejected"),
-)
-
-
-REASON_CLASSES = tuple(dict.fromkeys([cls for _, cls in _REASON_CLASSES] + ["bad_message"]))
-
-
-def reason_class(reason: str) -> str:
-    for needle, cls in _REASON_CLASSES:
-        if needle in reason:
-            return cls
-    return "bad_message"
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:
+        log.error("relay task %s failed: %s", task.get_name(), _one_line(exc), exc_info=exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +68,6 @@ class BridgeSettings:
     metrics_addr: str = "127.0.0.1"
     max_body_bytes: int = wire.MAX_BODY_BYTES
     extra_topics: tuple[str, ...] = field(default_factory=tuple)
-
-
-def catalog_topics(topic_prefix: str) -> list[str]:
-    """The relay topic of every family in the event catalog, plus the dead-letter topic."""
-    from pipeline import catalog
-
-    families = dict.fromkeys(row.family for row in catalog.ROWS)
-    return [events.topic_for(f, topic_prefix) for f in families] + [deadletter_topic(topic_prefix)]
 
 
 @dataclass(slots=True)
@@ -147,7 +105,7 @@ class Relay:
         self._gate: asyncio.Future | None = None  # closed (not None) while a recovery runs (_recover)
         self._recovery: asyncio.Task | None = None
         self._replay: list[_Record] = []  # records failed or dropped, to produce again in order
-        self._relayed = {}  # topic -> counter child, resolved once
+        self._relayed: dict[str, Counter] = {}  # topic -> counter child, resolved once
         self.relayed = 0
         self.deadlettered = 0
         self.filtered = 0
@@ -202,7 +160,7 @@ class Relay:
     async def _ensure_topic(self, topic: str) -> bool:
         """Create a family's topic on first sight; while Kafka cannot, wait here (which stops the
         intake, like any Kafka trouble). False when the bridge stops first."""
-        delay = 0.5
+        backoff = Backoff(jitter=0)
         while True:
             try:
                 await self.sink.ensure_topics([topic])
@@ -210,14 +168,13 @@ class Relay:
             except TopicRefused:
                 raise
             except Exception as exc:  # KafkaError, connection errors
-                log.warning("cannot create topic %s (%s); retrying in %.1fs", topic, _one_line(exc), delay)
+                log.warning("cannot create topic %s (%s); retrying in %.1fs", topic, _one_line(exc), backoff.delay)
             if self.stopping:
                 return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await backoff.sleep()
 
     async def _deadletter(self, d: Delivery, reason: str) -> None:
-        headers = (
+        headers: tuple[tuple[str, bytes], ...] = (
             ("reason", reason.encode()),
             ("exchange", (d.exchange or "").encode()),
             ("routing_key", (d.routing_key or "").encode()),
@@ -241,6 +198,7 @@ class Relay:
                 return
         self._seq += 1
         seq = self._seq
+        backoff = Backoff(initial=0.25)
         while True:
             started = time.perf_counter()
             generation = self.sink.generation
@@ -254,7 +212,7 @@ class Relay:
                 # Kafka did not take the record: try again right here, so the deliveries behind it
                 # wait (intake stops) and records of one key keep their order
                 self._count_retry(topic, attempt, exc)
-                if await _sleep_or_stop(_backoff(attempt), self._give_up):
+                if await backoff.sleep(self._give_up):
                     self._released()  # not acked: the source delivers it again
                     return
                 attempt += 1
@@ -309,7 +267,7 @@ class Relay:
             self._recovery = self._spawn(self._recovery_loop(exc))
 
     async def _recovery_loop(self, cause: BaseException | None) -> None:
-        attempt = 0
+        backoff = Backoff(initial=0.25)
         try:
             while True:
                 if self.sink.producer is None and not await self.sink.renew(cause, self._give_up):
@@ -341,13 +299,11 @@ class Relay:
                         self.sink.abandon()
                         continue
                     self._track(fut, r)
-                if self._replay:
-                    if await _sleep_or_stop(_backoff(attempt), self._give_up):
-                        for _r in self._replay:
-                            self._released()  # not acked: the source delivers them again
-                        self._replay = []
-                        return
-                    attempt += 1
+                if self._replay and await backoff.sleep(self._give_up):
+                    for _r in self._replay:
+                        self._released()  # not acked: the source delivers them again
+                    self._replay = []
+                    return
         finally:
             self._recovery = None
             gate, self._gate = self._gate, None
@@ -448,47 +404,3 @@ class Relay:
             return False
         finally:
             self._idle = None
-
-
-async def run_bridge(settings: BridgeSettings, source: Source, stop: asyncio.Event,
-                     on_ready: Callable[[Relay], None] | None = None) -> Relay:
-    """Run one bridge in the running event loop until `source` ends or `stop` is set.
-
-    For the benchmark and tests: build `source` with `sources.AmqpSource(...)` /
-    `sources.LinesSource(path)`, then `relay = await run_bridge(settings, source, stop)`;
-    `relay.relayed`, `relay.deadlettered`, `relay.filtered` count what happened.
-    """
-    sink = KafkaSink(settings.sink)
-    if not await sink.start(stop):
-        return Relay(settings, source, sink)
-    relay = Relay(settings, source, sink)
-    server = None
-    try:
-        topics = list(settings.extra_topics) + [relay.deadletter_topic]
-        if settings.precreate_topics:
-            topics = catalog_topics(settings.topic_prefix) + list(settings.extra_topics)
-        await sink.ensure_topics(topics)
-        metrics.track(relay, REASON_CLASSES)
-        server = metrics.serve(settings.metrics_port, settings.metrics_addr)
-        if on_ready is not None:
-            on_ready(relay)
-        log.info("relaying from %s to %s* (value format %s, min priority %s)", source.description,
-                 settings.topic_prefix, settings.value_format, settings.min_priority)
-        await relay.run(stop)
-    finally:
-        await source.close()
-        for task in list(relay._retries):
-            task.cancel()
-        await sink.stop(settings.shutdown_timeout_s)
-        if server is not None:
-            server.shutdown()
-        log.info("stopped: %d relayed, %d dead-lettered, %d filtered",
-                 relay.relayed, relay.deadlettered, relay.filtered)
-    return relay
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGTERM / SIGINT: stop taking deliveries, finish what is in flight, then exit."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -28,6 +29,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pipeline.config import ConfigError
 
 from . import metrics
+from .backoff import Backoff
 
 log = logging.getLogger("pipeline.bridge")
 
@@ -103,7 +105,7 @@ class KafkaSink:
     async def start(self, stop: asyncio.Event | None = None) -> bool:
         """Connect, retrying with backoff until Kafka answers; False when `stop` was set first."""
         s = self.settings
-        delay = 0.5
+        backoff = Backoff()
         while True:
             producer = self._new_producer()
             admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, client_id=s.client_id, **s.security)
@@ -114,9 +116,8 @@ class KafkaSink:
             except (KafkaError, OSError) as exc:
                 await _quiet_stop(producer)
                 await _quiet_stop(admin)
-                if await self._backoff(exc, delay, stop):
+                if await self._wait_to_retry(exc, backoff, stop):
                     return False
-                delay = min(delay * 2, 30.0)
                 continue
             self.producer, self.admin = producer, admin
             self._dropped = asyncio.get_running_loop().create_future()  # resolved by abandon()
@@ -141,11 +142,12 @@ class KafkaSink:
             **s.security,
         )
 
-    async def _backoff(self, exc: BaseException, delay: float, stop: asyncio.Event | None) -> bool:
+    async def _wait_to_retry(self, exc: BaseException, backoff: Backoff, stop: asyncio.Event | None) -> bool:
+        """Say so and wait; True when `stop` was set first."""
         log.warning("Kafka %s unreachable (%s); retrying in %.1fs",
-                    ",".join(self.settings.bootstrap_servers), _one_line(exc), delay)
+                    ",".join(self.settings.bootstrap_servers), _one_line(exc), backoff.delay)
         metrics.RECONNECTS.labels("kafka").inc()
-        return await _sleep_or_stop(delay, stop)
+        return await backoff.sleep(stop)
 
     def abandon(self) -> None:
         """Stop the producer sending anything more, at once (see Relay._recover): aiokafka has no
@@ -172,7 +174,7 @@ class KafkaSink:
         False when `stop` was set first."""
         log.warning("renewing the Kafka producer after %s", _one_line(cause) if cause else "a failed send")
         metrics.PRODUCER_RENEWALS.inc()
-        delay = 0.5
+        backoff = Backoff()
         while True:
             producer = self._new_producer()
             try:
@@ -180,9 +182,8 @@ class KafkaSink:
                 break
             except (KafkaError, OSError) as exc:
                 await _quiet_stop(producer)
-                if await self._backoff(exc, delay, stop):
+                if await self._wait_to_retry(exc, backoff, stop):
                     return False
-                delay = min(delay * 2, 30.0)
         self.generation += 1
         self.producer, self._dropped = producer, asyncio.get_running_loop().create_future()
         self._rounds = _Rounds(producer, self.settings, self._dropped)
@@ -267,12 +268,10 @@ class KafkaSink:
     async def stop(self, timeout: float = 10.0) -> None:
         """Flush what the producer holds (bounded in time) and disconnect."""
         await self.flush(timeout)
-        for client in (self.producer, self.admin):
-            if client is not None:
-                try:
-                    await asyncio.wait_for(client.close() if client is self.admin else client.stop(), timeout)
-                except (TimeoutError, KafkaError, OSError) as exc:
-                    log.warning("Kafka client did not stop cleanly: %s", _one_line(exc))
+        if self.producer is not None:
+            await _stop_within(self.producer.stop(), timeout)
+        if self.admin is not None:
+            await _stop_within(self.admin.close(), timeout)
         self.producer = self.admin = None
 
 
@@ -332,8 +331,9 @@ class _Rounds:
 
     def _finished(self, task: asyncio.Task) -> None:
         self.running = False
-        if not task.cancelled() and task.exception() is not None:
-            log.error("produce round failed: %s", _one_line(task.exception()), exc_info=task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            log.error("produce round failed: %s", _one_line(exc), exc_info=exc)
         if self.dropped.done():
             return
         if self.waiting:
@@ -404,6 +404,13 @@ def _fail(records: list, exc: BaseException) -> None:
             record[3].set_exception(exc)
 
 
+async def _stop_within(stopping: Coroutine[Any, Any, None], timeout: float) -> None:
+    try:
+        await asyncio.wait_for(stopping, timeout)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        log.warning("Kafka client did not stop cleanly: %s", _one_line(exc))
+
+
 async def _close_client(producer: AIOKafkaProducer) -> None:
     producer._closed = True  # what stop() would mark; aiokafka logs "Unclosed" for any other
     try:
@@ -417,19 +424,6 @@ async def _quiet_stop(client) -> None:
         await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
     except Exception:  # already broken; the caller reports the original error
         pass
-
-
-async def _sleep_or_stop(delay: float, stop: asyncio.Event | None) -> bool:
-    """Sleep `delay` (with jitter) or until `stop` is set; True when stopped."""
-    delay *= random.uniform(0.8, 1.2)
-    if stop is None:
-        await asyncio.sleep(delay)
-        return False
-    try:
-        await asyncio.wait_for(stop.wait(), delay)
-        return True
-    except TimeoutError:
-        return False
 
 
 def _one_line(exc: BaseException) -> str:

@@ -226,7 +226,8 @@ class KafkaOutput:
         self.relay: Any = None
 
     async def start(self) -> None:
-        from pipeline.bridge.relay import BridgeSettings, run_bridge
+        from pipeline.bridge.relay import BridgeSettings
+        from pipeline.bridge.service import run_bridge
         from pipeline.bridge.sink import SinkSettings
 
         settings = BridgeSettings(

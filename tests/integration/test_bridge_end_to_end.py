@@ -14,8 +14,7 @@ from pipeline import codec
 from pipeline.bridge.sink import java_partition
 from tests.support.bridge import (
     AMQP_URL,
-    Bridge,
-    bridge_args,
+    amqp_bridge,
     cleanup_amqp,
     delete_topics,
     publish_mixed,
@@ -23,7 +22,6 @@ from tests.support.bridge import (
     read_all,
     run,
     seq_of,
-    unique_bindings,
     unique_topics,
 )
 
@@ -35,8 +33,7 @@ PARTITIONS = 3
 
 def test_relay_10000_mixed_notifications(tmp_path: Path, unique: str) -> None:
     queue, prefix = f"bridge-test-{unique}", f"t{unique}."
-    bridge = Bridge(*bridge_args(queue, prefix, *unique_bindings(unique), "--metrics-port", "0"),
-                    log=tmp_path / "bridge.log").start()
+    bridge = amqp_bridge(queue, prefix, unique, "--metrics-port", "0", log=tmp_path / "bridge.log").start()
     try:
         bridge.wait_for_log("RabbitMQ connected")
         started = time.monotonic()
@@ -112,7 +109,7 @@ async def publish_raw(unique: str, bodies: list[bytes]) -> None:
 
 def test_undecodable_bodies_go_to_deadletter_and_relay_continues(tmp_path: Path, unique: str) -> None:
     queue, prefix = f"bridge-test-{unique}", f"t{unique}."
-    bridge = Bridge(*bridge_args(queue, prefix, *unique_bindings(unique)), log=tmp_path / "bridge.log").start()
+    bridge = amqp_bridge(queue, prefix, unique, log=tmp_path / "bridge.log").start()
     try:
         bridge.wait_for_log("RabbitMQ connected")
         sent = publish_mixed(5, unique)  # good ones before ...

@@ -13,15 +13,13 @@ import pytest
 from pipeline import codec
 from pipeline.bridge.relay import catalog_topics
 from tests.support.bridge import (
-    Bridge,
-    bridge_args,
+    amqp_bridge,
     cleanup_amqp,
     delete_topics,
     is_heartbeat,
     publish_mixed,
     read_all,
     run,
-    unique_bindings,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,9 +38,8 @@ def _ts(event: dict) -> float:
 
 def test_heartbeats_vouch_only_for_what_is_relayed(tmp_path: Path, unique: str) -> None:
     queue, prefix = f"bridge-hb-{unique}", f"t{unique}."
-    bridge = Bridge(*bridge_args(queue, prefix, *unique_bindings(unique), "--heartbeat-interval", "1",
-                                 "--amqp-prefetch", "1", "--kafka-linger-ms", "100", "--bridge-id", f"hb-{unique}"),
-                    log=tmp_path / "bridge.log").start()
+    bridge = amqp_bridge(queue, prefix, unique, "--heartbeat-interval", "1", "--amqp-prefetch", "1",
+                         "--kafka-linger-ms", "100", "--bridge-id", f"hb-{unique}", log=tmp_path / "bridge.log").start()
     try:
         bridge.wait_for_log("heartbeats every")
         bridge.wait_for_log("RabbitMQ connected")

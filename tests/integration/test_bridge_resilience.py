@@ -15,19 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import codec
 from tests.support.bridge import (
     ROOT,
-    Bridge,
-    bridge_args,
+    amqp_bridge,
+    check_all_relayed,
     cleanup_amqp,
     delete_topics,
     publish_mixed,
     queue_depth,
     read_all,
     run,
-    seq_of,
-    unique_bindings,
 )
 from tests.support.eventually import eventually
 
@@ -53,24 +50,10 @@ class PublishInBackground(threading.Thread):
             self.error = exc
 
 
-def check_all_relayed(records: list, n: int) -> int:
-    """Every notification is in Kafka at least once; returns the number of extra copies."""
-    seqs, message_ids = [], set()
-    for r in records:
-        assert not r.topic.endswith("deadletter"), dict(r.headers).get("reason")
-        event = codec.decode_event(r.value)
-        seqs.append(seq_of(event))
-        message_ids.add(event["message_id"])
-    assert set(seqs) == set(range(n)), f"missing: {sorted(set(range(n)) - set(seqs))[:20]}"
-    assert len(message_ids) == n
-    return len(seqs) - n
-
-
 def test_sigkill_three_times_during_relay(tmp_path: Path, unique: str) -> None:
     queue, prefix = f"bridge-test-{unique}", f"t{unique}."
-    args = bridge_args(queue, prefix, *unique_bindings(unique), "--no-precreate-topics")
     log = tmp_path / "bridge.log"
-    bridge = Bridge(*args, log=log).start()
+    bridge = amqp_bridge(queue, prefix, unique, "--no-precreate-topics", log=log).start()
     publisher = PublishInBackground(KILL_N, unique)
     kills = []
     try:
@@ -83,7 +66,7 @@ def test_sigkill_three_times_during_relay(tmp_path: Path, unique: str) -> None:
             bridge.kill(signal.SIGKILL)
             assert bridge.wait(10) == -signal.SIGKILL
             kills.append(time.monotonic())
-            bridge = Bridge(*args, log=log).start()
+            bridge = amqp_bridge(queue, prefix, unique, "--no-precreate-topics", log=log).start()
         publisher.join(300)
         assert publisher.error is None, publisher.error
         records = run(read_all(prefix, KILL_N, timeout=180))
@@ -124,8 +107,8 @@ def test_kafka_stopped_for_20_seconds(tmp_path: Path, unique: str, private_kafka
     kafka, kafka_up, kafka_down = private_kafka
     queue, prefix = f"bridge-test-{unique}", f"t{unique}."
     prefetch = 500
-    bridge = Bridge(*bridge_args(queue, prefix, *unique_bindings(unique), "--amqp-prefetch", str(prefetch),
-                                 kafka=kafka), log=tmp_path / "bridge.log").start()
+    bridge = amqp_bridge(queue, prefix, unique, "--amqp-prefetch", str(prefetch), kafka=kafka,
+                         log=tmp_path / "bridge.log").start()
     publisher = PublishInBackground(OUTAGE_N, unique)
     rss_kb: list[int] = []
     try:
@@ -189,8 +172,7 @@ def test_amqp_connection_lost_mid_relay(tmp_path: Path, unique: str) -> None:
         pytest.skip("rabbitmqctl is not on PATH (RabbitMQ not started by make up here)")
     n = 4000
     queue, prefix = f"bridge-test-{unique}", f"t{unique}."
-    bridge = Bridge(*bridge_args(queue, prefix, *unique_bindings(unique), "--no-precreate-topics"),
-                    log=tmp_path / "bridge.log").start()
+    bridge = amqp_bridge(queue, prefix, unique, "--no-precreate-topics", log=tmp_path / "bridge.log").start()
     publisher = PublishInBackground(n, unique)
     try:
         bridge.wait_for_log("RabbitMQ connected")

@@ -21,6 +21,7 @@ from tests.support.bridge import (
     KAFKA,
     ROOT,
     Bridge,
+    amqp_bridge,
     bridge_args,
     cleanup_amqp,
     delete_topics,
@@ -163,8 +164,8 @@ def test_refused_exchange_declaration_exits_2_with_one_line(unique: str) -> None
 
 def test_metrics_endpoint(tmp_path: Path, unique: str) -> None:
     queue, prefix, port = f"bridge-test-{unique}", f"t{unique}.", free_port()
-    bridge = Bridge(*bridge_args(queue, prefix, *unique_bindings(unique), "--no-precreate-topics",
-                                 "--metrics-port", str(port)), log=tmp_path / "bridge.log").start()
+    bridge = amqp_bridge(queue, prefix, unique, "--no-precreate-topics", "--metrics-port", str(port),
+                         log=tmp_path / "bridge.log").start()
     try:
         bridge.wait_for_log("RabbitMQ connected")
         publish_mixed(20, unique)

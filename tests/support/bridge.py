@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from oslo_config import cfg
 from oslo_messaging import transport as oslo_transport
 
+from pipeline import codec
 from tests.support.eventually import eventually
 from tests.support.oslo_rabbit import ready_in_queue
 
@@ -113,6 +114,19 @@ def seq_of(event: dict) -> int:
     if "message" in p:
         return int(p["message"].removeprefix("seq="))
     return int(p["display_name"].removeprefix("seq="))
+
+
+def check_all_relayed(records: list, n: int) -> int:
+    """Every notification is in Kafka at least once; returns the number of extra copies."""
+    seqs, message_ids = [], set()
+    for r in records:
+        assert not r.topic.endswith("deadletter"), dict(r.headers).get("reason")
+        event = codec.decode_event(r.value)
+        seqs.append(seq_of(event))
+        message_ids.add(event["message_id"])
+    assert set(seqs) == set(range(n)), f"missing: {sorted(set(range(n)) - set(seqs))[:20]}"
+    assert len(message_ids) == n
+    return len(seqs) - n
 
 
 class Publisher:
@@ -209,6 +223,11 @@ class Bridge:
 def bridge_args(queue: str, prefix: str, *extra: str, kafka: str = KAFKA) -> list[str]:
     return ["--amqp-queue", queue, "--topic-prefix", prefix, "--kafka-bootstrap-servers", kafka,
             "--topic-partitions", "3", "--metrics-port", "0", "--no-amqp-queue-durable", *extra]
+
+
+def amqp_bridge(queue: str, prefix: str, unique: str, *extra: str, log: Path, kafka: str = KAFKA) -> Bridge:
+    """A bridge (not started yet) on its own queue, bound to the test's unique topics only."""
+    return Bridge(*bridge_args(queue, prefix, *unique_bindings(unique), *extra, kafka=kafka), log=log)
 
 
 # --- RabbitMQ and Kafka read-back -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pipeline.bridge.relay import (
     reason_class,
 )
 from pipeline.bridge.sink import SinkSettings
-from pipeline.bridge.sources import Delivery, _InOrder
+from pipeline.bridge.sources import Delivery, InOrder
 from tests.support.oslo_wire import publish
 
 NODE = "1be26c0b-03f2-4d2e-ae87-c02d7f33c123"
@@ -320,7 +320,7 @@ async def test_stop_event_stops_taking_deliveries() -> None:
 
 async def test_in_order_confirms_only_contiguous_prefix() -> None:
     confirmed: list[int] = []
-    window = _InOrder(confirmed.append)
+    window = InOrder(confirmed.append)
     settle = {tag: window.track(tag) for tag in range(1, 7)}
     settle[2]()
     settle[3]()
