@@ -20,6 +20,7 @@ from urllib.parse import quote
 import orjson
 
 from pipeline import codec
+from pipeline.backoff import Backoff
 from pipeline.config import ConfigError, Group, Setting, env, mask_url, secret
 
 log = logging.getLogger("pipeline.registry")
@@ -127,7 +128,7 @@ class Registry:
     def wait(self, deadline_s: float | None = None) -> None:
         """Until the registry answers; a registry that is down at start is waited for, with a log
         line per attempt so the wait shows."""
-        started, delay, failed = time.monotonic(), 0.5, False
+        started, backoff, failed = time.monotonic(), Backoff(initial=0.5, max=10.0, jitter=0), False
         while True:
             try:
                 self._call("GET", "/subjects")
@@ -139,10 +140,9 @@ class Registry:
                 if deadline_s is not None and waited >= deadline_s:
                     raise ConfigError(f"schema registry {mask_url(self.url)} unreachable for {waited:.0f} s: {exc}") from None
                 log.warning("schema registry %s not reachable (%s); waited %.0f s, retrying in %.1f s",
-                            mask_url(self.url), exc, waited, delay)
+                            mask_url(self.url), exc, waited, backoff.delay)
                 failed = True
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                time.sleep(backoff.next())
 
 
 def _message(exc: urllib.error.HTTPError) -> str:

@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from pipeline import codec, events, redact, wire
 
 from . import metrics
-from .backoff import Backoff
+from pipeline.backoff import Backoff
 from .routing import PRIORITY_RANK, REASON_CLASSES, catalog_topics, deadletter_topic, reason_class
 from .sink import Headers, KafkaSink, SinkSettings, TopicRefused, _one_line
 from .sources import Delivery, Source

@@ -29,7 +29,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pipeline.config import ConfigError
 
 from . import metrics
-from .backoff import Backoff
+from pipeline.backoff import Backoff
 
 log = logging.getLogger("pipeline.bridge")
 

@@ -18,7 +18,7 @@ from pamqp.commands import Basic
 from pipeline.config import ConfigError, mask_url
 
 from .. import metrics
-from ..backoff import Backoff
+from pipeline.backoff import Backoff
 from ..sink import _one_line
 from .base import Delivery, InOrder
 

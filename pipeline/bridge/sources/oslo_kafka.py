@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pipeline import wire
 
 from .. import metrics
-from ..backoff import Backoff
+from pipeline.backoff import Backoff
 from ..sink import _one_line
 from .base import Delivery, InOrder
 

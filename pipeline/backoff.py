@@ -1,5 +1,6 @@
-"""How long the bridge waits before trying a broker again: one rule for every retry loop it has
-(RabbitMQ and oslo Kafka reconnects, the producer's start and renewal, topic creation, produce).
+"""How long a process waits before trying a broker again: one rule for every retry loop (the
+bridge's RabbitMQ and oslo Kafka reconnects, its producer's start and renewal, topic creation and
+produce; the wait for the schema registry at start).
 
 The delay doubles after each failure up to a ceiling, so a broker that is down for minutes costs a
 log line and a connection attempt every 30 s, not a tight loop. Jitter spreads the bridges' replicas
