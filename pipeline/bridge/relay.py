@@ -22,9 +22,9 @@ from aiokafka.errors import (
 from prometheus_client import Counter
 
 from pipeline import codec, events, redact, wire
+from pipeline.backoff import Backoff
 
 from . import metrics
-from pipeline.backoff import Backoff
 from .routing import PRIORITY_RANK, REASON_CLASSES, catalog_topics, deadletter_topic, reason_class
 from .sink import Headers, KafkaSink, SinkSettings, TopicRefused, _one_line
 from .sources import Delivery, Source

@@ -26,10 +26,10 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLarg
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from pipeline.backoff import Backoff
 from pipeline.config import ConfigError
 
 from . import metrics
-from pipeline.backoff import Backoff
 
 log = logging.getLogger("pipeline.bridge")
 

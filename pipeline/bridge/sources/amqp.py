@@ -15,10 +15,10 @@ import aiormq
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from pipeline.backoff import Backoff
 from pipeline.config import ConfigError, mask_url
 
 from .. import metrics
-from pipeline.backoff import Backoff
 from ..sink import _one_line
 from .base import Delivery, InOrder
 

@@ -10,9 +10,9 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from pipeline import wire
+from pipeline.backoff import Backoff
 
 from .. import metrics
-from pipeline.backoff import Backoff
 from ..sink import _one_line
 from .base import Delivery, InOrder
 
