@@ -4,7 +4,6 @@ sent), and a screenshot is saved (.bench/dashboard.png). Chromium comes from `st
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from tests.support.eventually import eventually
 from tests.support.ports import free_port
-from tests.support.web_traffic import REPO, WorkerProcess, get, mixed_fleet, produce
+from tests.support.web_traffic import REPO, WorkerProcess, feed_mixed_fleet, get
 
 pytestmark = pytest.mark.integration
 
@@ -102,11 +101,8 @@ def test_dashboard_shows_what_the_api_says(tmp_path: Path, unique: str) -> None:
             w.wait_ready()
         eventually(lambda: all(get(w.url + "/api/summary")[1].get("workers") == 2 for w in workers), 60,
                    "the two workers see each other", interval=0.5)
-        fleet, _ = mixed_fleet(prefix, 200)
-        asyncio.run(produce(fleet.records))
+        fleet, _ = feed_mixed_fleet(workers[0], prefix)
         url = workers[0].url
-        eventually(lambda: get(url + "/api/summary")[1]["events"] >= len(fleet.records), 60,
-                   "every record processed", interval=0.5, detail=workers[0].log_tail)
         time.sleep(2.5)  # past the scan cache, so the page and the API read the same scan
 
         dom = headless(tmp_path, "--dump-dom", url + "/?refresh=600")

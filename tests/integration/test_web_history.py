@@ -4,7 +4,6 @@ the output topics by the new owner, forgotten by the old one: nothing lost, noth
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from tests.support.eventually import eventually
 from tests.support.ports import free_port
-from tests.support.web_traffic import WorkerProcess, get, mixed_fleet, produce
+from tests.support.web_traffic import WorkerProcess, feed_mixed_fleet, get
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +39,7 @@ def test_stats_and_alerts_follow_partitions(tmp_path: Path, unique: str) -> None
     second = WorkerProcess(tmp_path, app_id, prefix, free_port(), *FLAGS, name="second")
     try:
         first.wait_ready()
-        fleet, counts = mixed_fleet(prefix, 200)
-        asyncio.run(produce(fleet.records))
-        eventually(lambda: get(first.url + "/api/summary")[1]["events"] >= len(fleet.records), 60,
-                   "every record processed", interval=0.5, detail=first.log_tail)
+        fleet, counts = feed_mixed_fleet(first, prefix)
         time.sleep(0.5)
         operations, alerts, _ = figures(first.url)
         power = operations["baremetal.node.power_set"]

@@ -3,7 +3,6 @@ holds faust's sensor metrics and ours with the figures the traffic implies."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import urllib.request
 from pathlib import Path
@@ -11,9 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.eventually import eventually
 from tests.support.ports import free_port
-from tests.support.web_traffic import WorkerProcess, get, mixed_fleet, produce
+from tests.support.web_traffic import WorkerProcess, feed_mixed_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +23,7 @@ def test_metrics_parse_and_count_the_traffic(tmp_path: Path, unique: str) -> Non
     worker = WorkerProcess(tmp_path, f"webmet-{unique}", prefix, free_port(), *WORKER_FLAGS).start()
     try:
         worker.wait_ready()
-        fleet, counts = mixed_fleet(prefix, 200)
-        asyncio.run(produce(fleet.records))
-        eventually(lambda: get(worker.url + "/api/summary")[1]["events"] >= len(fleet.records), 60,
-                   "every record processed", interval=0.5, detail=worker.log_tail)
+        fleet, counts = feed_mixed_fleet(worker, prefix)
         # Gauges of table contents come from a table scan that serves WEB_SCAN_CACHE_S (2 s): read
         # /metrics until a scan taken after the last event answers, then assert on that answer.
         open_deploys = ("pipeline_open_operations", (("operation", "baremetal.node.provision_set"),))

@@ -190,3 +190,12 @@ def mixed_fleet(prefix: str, nodes: int, seed: int = 11) -> tuple[Fleet, dict[st
     for body in later:
         add(body)
     return fleet, counts
+
+
+def feed_mixed_fleet(worker: WorkerProcess, prefix: str, nodes: int = 200) -> tuple[Fleet, dict[str, int]]:
+    """`mixed_fleet` produced to `prefix`'s relay topics, returned once `worker` has processed it all."""
+    fleet, counts = mixed_fleet(prefix, nodes)
+    asyncio.run(produce(fleet.records))
+    eventually(lambda: get(worker.url + "/api/summary")[1]["events"] >= len(fleet.records), 60,
+               "every record processed", interval=0.5, detail=worker.log_tail)
+    return fleet, counts

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pipeline.backoff import Backoff
 from pipeline import backoff as backoff_mod
+from pipeline.backoff import Backoff
 
 
 def test_delays_double_up_to_the_ceiling_then_reset() -> None:
