@@ -180,33 +180,34 @@ class Node:
     traits: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    # NodePayload fields that never change in the simulation
+    # NodePayload fields that never change in the simulation: class constants, read-only on a slotted
+    # instance; the two dicts stay properties so that no caller can change one shared dict
     clean_step = property(lambda self: {})
     deploy_step = property(lambda self: {})
-    conductor_group = property(lambda self: "")
-    description = property(lambda self: None)
-    disable_power_off = property(lambda self: False)
-    driver = property(lambda self: "ipmi")
-    boot_mode = property(lambda self: "uefi")
-    secure_boot = property(lambda self: None)
-    fault = property(lambda self: None)
-    bios_interface = property(lambda self: "no-bios")
-    boot_interface = property(lambda self: "ipxe")
-    console_interface = property(lambda self: "no-console")
-    deploy_interface = property(lambda self: "direct")
-    inspect_interface = property(lambda self: "agent")
-    management_interface = property(lambda self: "ipmitool")
-    network_interface = property(lambda self: "neutron")
-    power_interface = property(lambda self: "ipmitool")
-    raid_interface = property(lambda self: "no-raid")
-    rescue_interface = property(lambda self: "no-rescue")
-    storage_interface = property(lambda self: "noop")
-    vendor_interface = property(lambda self: "ipmitool")
-    lessee = property(lambda self: None)
-    protected = property(lambda self: False)
-    protected_reason = property(lambda self: None)
-    retired = property(lambda self: False)
-    retired_reason = property(lambda self: None)
+    conductor_group = ""
+    description = None
+    disable_power_off = False
+    driver = "ipmi"
+    boot_mode = "uefi"
+    secure_boot = None
+    fault = None
+    bios_interface = "no-bios"
+    boot_interface = "ipxe"
+    console_interface = "no-console"
+    deploy_interface = "direct"
+    inspect_interface = "agent"
+    management_interface = "ipmitool"
+    network_interface = "neutron"
+    power_interface = "ipmitool"
+    raid_interface = "no-raid"
+    rescue_interface = "no-rescue"
+    storage_interface = "noop"
+    vendor_interface = "ipmitool"
+    lessee = None
+    protected = False
+    protected_reason = None
+    retired = False
+    retired_reason = None
 
 
 @dataclass(slots=True)
