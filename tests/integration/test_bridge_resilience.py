@@ -27,13 +27,15 @@ from tests.support.bridge import (
     run,
 )
 from tests.support.eventually import eventually
+from tests.support.ports import free_block
 
 pytestmark = pytest.mark.integration
 
 KILL_N = int(os.environ.get("BRIDGE_KILL_TEST_MESSAGES", "20000"))
 OUTAGE_N = int(os.environ.get("BRIDGE_OUTAGE_TEST_MESSAGES", "6000"))
 OUTAGE_S = float(os.environ.get("BRIDGE_OUTAGE_S", "20"))
-PRIVATE_KAFKA_PORT = int(os.environ.get("BRIDGE_TEST_KAFKA_PORT", "19092"))
+# a free block (plain, controller, SASL_SSL) unless set: a fixed port clashes with a second suite running
+PRIVATE_KAFKA_PORT = int(os.environ.get("BRIDGE_TEST_KAFKA_PORT") or free_block(3))
 
 
 class PublishInBackground(threading.Thread):
