@@ -12,7 +12,9 @@ registry on a miss, so the codec itself does no I/O. Decoders tell the framings 
 byte (C3 or 00; JSON starts with neither).
 
 Schemas are ``<repo>/avro/<name>.avsc``; ``PIPELINE_AVRO_DIR`` points elsewhere (e.g. in a
-container image where the package is installed without the repo).
+container image where the package is installed without the repo). Every call looks at the variable
+again (tests change it in-process), except inside `pinned()`: the worker folds a batch of records
+in one, so the environment is read once per batch instead of twice per record.
 
 The notification record carries ``timestamp`` as ``long`` / ``timestamp-micros`` and ``payload`` as
 JSON text; `encode_event` / `decode_event` convert from / to the normalized event (RFC 3339 text,
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,6 +51,7 @@ __all__ = [
     "encode",
     "encode_event",
     "encode_value",
+    "pinned",
     "schema",
     "VALUE_FORMATS",
 ]
@@ -101,6 +105,7 @@ _BY_FINGERPRINT: dict[bytes, Schema] = {}
 _BY_FULLNAME: dict[str, Schema] = {}  # record full name -> our schema, the reader of a registry id
 _LOADED_FROM: Path | None = None
 _LOADED_ENV: str | None = None
+_PINNED: Path | None = None  # inside `pinned()`: the directory, without looking at the environment
 
 
 def _strip_logical(node: Any) -> Any:
@@ -131,6 +136,8 @@ def _schema(name: str, raw: Any, parsed: Any, plain: Any) -> Schema:
 def _check_dir() -> Path:
     """Drop the cache when PIPELINE_AVRO_DIR changed (tests point it elsewhere)."""
     global _LOADED_FROM, _LOADED_ENV
+    if _PINNED is not None:
+        return _PINNED
     override = os.environ.get("PIPELINE_AVRO_DIR")
     if _LOADED_FROM is not None and override == _LOADED_ENV:
         return _LOADED_FROM
@@ -140,6 +147,20 @@ def _check_dir() -> Path:
     _LOADED_ENV = override
     _LOADED_FROM = avro_dir()
     return _LOADED_FROM
+
+
+@contextmanager
+def pinned() -> Iterator[None]:
+    """Within: PIPELINE_AVRO_DIR is read once, on entry (a change meanwhile is seen after exit)."""
+    global _PINNED
+    if _PINNED is not None:  # nested: the outer one's directory
+        yield
+        return
+    _PINNED = _check_dir()
+    try:
+        yield
+    finally:
+        _PINNED = None
 
 
 def _register(s: Schema) -> Schema:

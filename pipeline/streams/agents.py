@@ -252,6 +252,10 @@ class Processor:
         """Fold `records` (in the order read) into the tables; outputs to `sink`, in order."""
         if not records:
             return
+        with codec.pinned():  # the schemas' directory, looked up once for the batch
+            self._fold(records)
+
+    def _fold(self, records: Sequence[Record]) -> None:
         m = self.metrics
         if not m.first_at:
             m.first_at, m.cpu_first = monotonic(), process_time()
