@@ -54,6 +54,7 @@ __all__ = [
     "encode_event",
     "encode_value",
     "pinned",
+    "read_event",
     "schema",
     "VALUE_FORMATS",
 ]
@@ -424,6 +425,12 @@ def _notification_record(event: Mapping[str, Any]) -> dict:
 def decode_event(data: bytes) -> dict:
     """A relay value (Avro in either framing, or JSON, auto-detected) -> the normalized event,
     payload parsed."""
+    return read_event(data)[0]
+
+
+def read_event(data: bytes) -> tuple[dict, int | None]:
+    """`decode_event`, and the event time in µs as the Avro record has it (None for a JSON value:
+    its ``timestamp`` is the text as written)."""
     if data[:1] == REGISTRY_MAGIC:
         s, writer = _registry_split(data)
         start = REGISTRY_HEADER_LEN
@@ -433,13 +440,14 @@ def decode_event(data: bytes) -> dict:
         event = _loads(data)
         if not isinstance(event, dict):
             raise CodecError("JSON value is not an object")
-        return event
+        return event, None
     if s.name != NOTIFICATION:
         raise CodecError(f"value is a {s.name!r} record, not a notification")
     event = _read(s, data, plain=True, writer=writer, start=start)
-    event["timestamp"] = _rfc3339(event["timestamp"])
+    ts = event["timestamp"]
+    event["timestamp"] = _rfc3339(ts)
     event["payload"] = _loads(event["payload"])
-    return event
+    return event, ts
 
 
 _SINGLE_OBJECT = {value_format: Encoder(value_format) for value_format in VALUE_FORMATS}

@@ -264,12 +264,12 @@ class Processor:
         decoded = []
         for topic, partition, key, value in records:
             try:
-                event = codec.decode_event(value)
+                event, ts = codec.read_event(value)
                 if key is None and event.get("event_type") == events.HEARTBEAT_EVENT_TYPE:
                     # a bridge's heartbeat: (bridge, vouched, sent, interval) instead of a time
                     decoded.append((topic, partition, key, event, heartbeat_of(event)))
                 else:
-                    decoded.append((topic, partition, key, event, micros(event["timestamp"])))
+                    decoded.append((topic, partition, key, event, micros(event["timestamp"]) if ts is None else ts))
             except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
                 decoded.append((topic, partition, key, value, exc))
         wd = self.watchdog
