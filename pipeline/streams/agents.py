@@ -426,9 +426,7 @@ def install(rt: Any) -> None:
     """Register the agent, the assignment hooks and the faust patches on `rt.app`."""
     app = rt.app
     sources = set(rt.topic_names.sources)
-    faust_patches.patch_new_consumers(
-        app, faust_patches.use_inline_drain,
-        lambda consumer: faust_patches.rewind_uncommitted_on_seek(consumer, sources))
+    faust_patches.apply(app, sources)
     resources, loss = TableWriter(rt.resources), TableWriter(rt.loss)
     processor = Processor(rt, resources, loss)
     rt.processor = processor

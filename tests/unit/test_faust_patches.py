@@ -9,6 +9,7 @@ from importlib.metadata import version
 import pytest
 
 from pipeline.streams import faust_patches as fp
+from pipeline.streams.faust_patches import drain
 
 
 def test_the_pinned_versions_are_installed() -> None:
@@ -62,7 +63,7 @@ async def test_a_callback_that_blocks_is_resumed_not_restarted() -> None:
 
     coro = callback()
     pending = coro.send(None)
-    task = asyncio.ensure_future(fp._Resume(coro, pending))
+    task = asyncio.ensure_future(drain._Resume(coro, pending))
     await asyncio.sleep(0)
     gate.set_result(None)
     assert await task == "done"
@@ -78,7 +79,7 @@ async def test_a_callback_that_blocks_is_resumed_not_restarted() -> None:
             raise
 
     coro = waits()
-    task = asyncio.ensure_future(fp._Resume(coro, coro.send(None)))
+    task = asyncio.ensure_future(drain._Resume(coro, coro.send(None)))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
