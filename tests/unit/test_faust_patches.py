@@ -104,3 +104,20 @@ def test_the_lean_monitor_keeps_what_is_read_back() -> None:
     assert tp in app.monitor.stream_inbound_time  # faust's livelock log
     assert app.monitor.tp_end_offsets[tp] == 50
     assert app.monitor.events_total == 0  # the per-event counting is what it drops
+
+
+@pytest.mark.parametrize(("key", "value"), [(b"k", b"\xc3\x01v"), (None, b"v"), (b"k", None), (b"", b"")])
+async def test_the_relay_topics_events_are_the_ones_faust_would_make(rt, key, value) -> None:
+    """faust_patches.decode: the source topic's decode gives what faust's own raw-bytes schema gives."""
+    import faust
+    from faust.types import TP, Message
+
+    message = Message("notifications.baremetal.node", 0, 7, 0.0, 0, [("h", b"1")], key, value, None, tp=TP(
+        "notifications.baremetal.node", 0))
+    ours = await rt.source.decode(message, propagate=True)
+    faust_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    theirs = await faust_schema.compile(rt.app)(message, propagate=True)
+    assert type(rt.source.schema).__name__ == "RawBytesSchema"
+    assert type(ours) is type(theirs)
+    assert (ours.key, ours.value, ours.headers, ours.message, ours.app) == (
+        theirs.key, theirs.value, theirs.headers, theirs.message, theirs.app)

@@ -10,6 +10,7 @@ upstream stands, and when it can go; one module per patched area:
 * `offsets`: 3. the end-of-recovery seek, 4. acked offsets that cannot be committed;
 * `producer`: 5. direct sends, and the changelog released before faust's commit;
 * `stores`: 6. table stores by partition;
+* `decode`: 7. the relay topics' records handed on as the bytes they are;
 * `pins`: `REQUIRED` lists every private name the patches touch, and `PATCHED_SOURCES` the hash of
   each faust method a patch copies; tests/unit/test_faust_patches.py fails when an upgrade
   removes, renames or rewrites one of them.
@@ -23,6 +24,7 @@ from collections.abc import Collection
 from typing import Any
 
 from .app import crashed, patch_new_consumers
+from .decode import raw_bytes_schema
 from .drain import use_inline_drain
 from .monitor import _lean_monitor_class, install_lean_monitor
 from .offsets import hold_flow_for_seek, repair_acked_offsets, rewind_uncommitted_on_seek
@@ -45,6 +47,7 @@ __all__ = [
     "install_lean_monitor",
     "missing",
     "patch_new_consumers",
+    "raw_bytes_schema",
     "repair_acked_offsets",
     "rewind_uncommitted_on_seek",
     "source_drift",

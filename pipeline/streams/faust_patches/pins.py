@@ -47,6 +47,7 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "seek_to_beginning", "class"),
     ("mode.services:Service", "_crashed", "consumer"),
     ("aiokafka.producer.producer:AIOKafkaProducer", "send", "class"),
+    ("faust.topics:Topic", "_compile_decode", "class"),
 )
 
 # faust methods a patch copies or wraps, with the sha256 of their source as of FAUST_VERSION:
@@ -60,6 +61,17 @@ PATCHED_SOURCES: dict[str, str] = {
         "4227e561e288d9413bf663a3a67940fd4976f5484e70e49445858ce4d400d26e",
     "faust.stores.rocksdb:Store._get":
         "7ae8dfd6d7754a5952ae162d4d5cf0d51a8a020ed730a4a7c7dc7f7c84e73fb8",
+    # decode.raw_bytes_schema stands in for these four, and faust calls it from the fifth
+    "faust.serializers.schemas:Schema.compile":
+        "d46eec5ce3195b2c6752cb860a10946cee66ddf6a955f2ea44ac1568c0ecb9ad",
+    "faust.serializers.registry:Registry.loads_key":
+        "75262a2361a3bd256c346fcfa432182468dac4328afe48bcd0e62a9b6e3573be",
+    "faust.serializers.registry:Registry.loads_value":
+        "a9a8d9f63e03744fb9fcfbb3dfc03acd949032c0515fa2384c7b8c1d40378059",
+    "faust.app.base:App.create_event":
+        "15fea3d1e95e6625b2f6a969e9ce4bbed786bed15fde58f0c6518f6e461f7a10",
+    "faust.topics:Topic._compile_decode":
+        "6474178f8c211c056192d1b1a470cd9a617a3d7c59babf9b9297b24e3e507c26",
 }
 
 
