@@ -149,6 +149,28 @@ class ChangelogQueue:
                 self.released += 1
 
 
+async def send_batches(producer: Any, outbox: Sequence[tuple[str, bytes, bytes, int, list]]) -> list:
+    """The outbox's records handed to the aiokafka producer as one record batch per topic
+    partition (more when one fills up), in order; returns the batches' delivery futures.
+
+    `send()` for each record costs a future, a metadata check and a done callback per record;
+    `create_batch()` + `send_batch()` cost them once per batch. The order within a partition is
+    the outbox's (the producer sends a partition's batches in the order given)."""
+    batches: dict[tuple[str, int], Any] = {}
+    futures = []
+    for topic, key, value, partition, headers in outbox:
+        batch = batches.get((topic, partition))
+        if batch is None:
+            batch = batches[(topic, partition)] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = batches[(topic, partition)] = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first always fits
+    for (topic, partition), batch in batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
+
+
 class Batches:
     """The agent's records, gathered into batches and folded by `fold_records` (which returns an
     awaitable that hands on the outputs and changelog), then acked.
@@ -445,11 +467,9 @@ def install(rt: Any) -> None:
         """The batch's outputs to the producer now, its changelog records once they are acked."""
         outputs = []
         if processor.outbox:
-            send = faust_patches.aiokafka_producer(app).send
-            for topic, key, value, partition, headers in processor.outbox:
-                fut = await send(topic, value, key=key, partition=partition, headers=headers)
+            outputs = await send_batches(faust_patches.aiokafka_producer(app), processor.outbox)
+            for fut in outputs:
                 fut.add_done_callback(check_delivery)
-                outputs.append(fut)
             processor.outbox.clear()
         records = []
         for writer in (processor.resources, processor.loss):  # tests swap in DictStores
