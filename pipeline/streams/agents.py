@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import signal
@@ -137,38 +138,40 @@ class ChangelogQueue:
                         # never write the state of an event whose outputs were not published, and
                         # fail the flush so faust does not commit past it
                         raise RuntimeError(f"an output was not produced: {fut.exception() if not fut.cancelled() else 'cancelled'}")
-                # RocksDB keeps one changelog offset per partition: the group's last record there
-                # sets it (records of a partition are acknowledged in order)
-                last = {(topic, partition): i for i, (topic, _, _, partition, _) in enumerate(records)}
-                for i, (topic, key, value, partition, on_sent) in enumerate(records):
-                    fut = await producer.send(topic, value, key=key, partition=partition)
+                # RocksDB keeps one changelog offset per partition: each batch's last record sets
+                # it (a partition's batches are acknowledged in order)
+                on_sent = {(topic, partition): done for topic, _, _, partition, done in records}
+                for fut, topic, partition, count in await send_batches(
+                        producer, ((t, k, v, p, None) for t, k, v, p, _ in records)):
                     fut.add_done_callback(self.on_delivery)
-                    if last[(topic, partition)] == i:
-                        fut.add_done_callback(on_sent)
+                    fut.add_done_callback(functools.partial(on_sent[(topic, partition)], count=count))
                 self.queue.popleft()
                 self.released += 1
 
 
-async def send_batches(producer: Any, outbox: Sequence[tuple[str, bytes, bytes, int, list]]) -> list:
-    """The outbox's records handed to the aiokafka producer as one record batch per topic
-    partition (more when one fills up), in order; returns the batches' delivery futures.
+async def send_batches(producer: Any, records: Iterable[tuple[str, bytes, bytes, int, list | None]]) -> list:
+    """`records` (topic, key, value, partition, headers) handed to the aiokafka producer as one
+    record batch per topic partition (more when one fills up); returns (delivery future, topic,
+    partition, records in the batch) for each batch.
 
     `send()` for each record costs a future, a metadata check and a done callback per record;
     `create_batch()` + `send_batch()` cost them once per batch. The order within a partition is
-    the outbox's (the producer sends a partition's batches in the order given)."""
+    the records' (the producer sends a partition's batches in the order given)."""
     batches: dict[tuple[str, int], Any] = {}
-    futures = []
-    for topic, key, value, partition, headers in outbox:
+    sent = []
+    for topic, key, value, partition, headers in records:
         batch = batches.get((topic, partition))
         if batch is None:
             batch = batches[(topic, partition)] = producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            sent.append((await producer.send_batch(batch, topic, partition=partition), topic, partition,
+                         batch.record_count()))
             batch = batches[(topic, partition)] = producer.create_batch()
             batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first always fits
     for (topic, partition), batch in batches.items():
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-    return futures
+        sent.append((await producer.send_batch(batch, topic, partition=partition), topic, partition,
+                     batch.record_count()))
+    return sent
 
 
 class Batches:
@@ -467,9 +470,9 @@ def install(rt: Any) -> None:
         """The batch's outputs to the producer now, its changelog records once they are acked."""
         outputs = []
         if processor.outbox:
-            outputs = await send_batches(faust_patches.aiokafka_producer(app), processor.outbox)
-            for fut in outputs:
+            for fut, _, _, _ in await send_batches(faust_patches.aiokafka_producer(app), processor.outbox):
                 fut.add_done_callback(check_delivery)
+                outputs.append(fut)
             processor.outbox.clear()
         records = []
         for writer in (processor.resources, processor.loss):  # tests swap in DictStores

@@ -10,6 +10,9 @@ class FakeBatch:
         self.capacity = capacity
         self.records: list[tuple] = []
 
+    def record_count(self) -> int:
+        return len(self.records)
+
     def append(self, *, key, value, timestamp, headers):
         if self.records and len(self.records) >= self.capacity:
             return None  # full (the first record always fits, as aiokafka's builder does)
@@ -36,8 +39,9 @@ async def test_records_go_as_batches_in_order_per_partition() -> None:
               for i, (topic, partition) in enumerate(
                   [("ops", 0), ("nodes", 0), ("ops", 1), ("ops", 0), ("ops", 0), ("nodes", 0), ("ops", 0)])]
     producer = FakeProducer(capacity=2)
-    futures = await send_batches(producer, outbox)
-    assert futures == [f"future {n}" for n in range(1, len(producer.sent) + 1)]
+    sent_batches = await send_batches(producer, outbox)
+    assert sent_batches == [(f"future {n}", topic, partition, len(records))
+                            for n, (topic, partition, records) in enumerate(producer.sent, 1)]
     sent: dict[tuple[str, int], list] = {}
     for topic, partition, records in producer.sent:
         assert 1 <= len(records) <= 2

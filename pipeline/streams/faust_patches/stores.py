@@ -34,9 +34,10 @@ class PartitionStore:
     def items(self) -> Any:
         return self.table.items()
 
-    def on_changelog_sent(self, fut: Any) -> None:
-        """The RocksDB offset bookkeeping of `Table._on_changelog_sent`."""
+    def on_changelog_sent(self, fut: Any, count: int = 1) -> None:
+        """The RocksDB offset bookkeeping of `Table._on_changelog_sent`, for a record or for a
+        batch of `count` records (its future gives the first one's offset)."""
         if fut.cancelled() or fut.exception() is not None:
             return
         meta = fut.result()
-        self.store.set_persisted_offset(meta.topic_partition, meta.offset)
+        self.store.set_persisted_offset(meta.topic_partition, meta.offset + count - 1)
