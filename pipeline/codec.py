@@ -1,4 +1,5 @@
-"""Avro single-object encoding with the schemas in ``avro/``; fastavro on the hot path.
+"""Avro single-object encoding with the schemas in ``avro/``: flat records by `avro_binary`, the rest
+by fastavro.
 
 A value is ``C3 01`` + the schema's 8-byte CRC-64-AVRO fingerprint of its parsing canonical form
 (little-endian, as the Java implementation writes it) + the Avro binary body. ``--value-format
@@ -38,25 +39,9 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from . import avro_binary
 
 __all__ = [
-    "FRAMINGS",
-    "IDS",
-    "MAGIC",
-    "REGISTRY_MAGIC",
-    "Encoder",
-    "SchemaIds",
-    "CodecError",
-    "Schema",
-    "avro_dir",
-    "decode",
-    "decode_event",
-    "decode_value",
-    "encode",
-    "encode_event",
-    "encode_value",
-    "pinned",
-    "read_event",
-    "schema",
-    "VALUE_FORMATS",
+    "FRAMINGS", "IDS", "MAGIC", "REGISTRY_MAGIC", "VALUE_FORMATS", "CodecError", "Encoder", "Schema", "SchemaIds",
+    "avro_dir", "decode", "decode_event", "decode_value", "encode", "encode_event", "encode_value", "pinned",
+    "read_event", "schema",
 ]
 
 MAGIC = b"\xc3\x01"
@@ -186,13 +171,17 @@ def schema(name: str) -> Schema:
     return _register(_load(path))
 
 
+def _load_new(directory: Path) -> None:
+    for path in sorted(directory.glob("*.avsc")):
+        if path.stem not in _BY_NAME:
+            _register(_load(path))
+
+
 def _by_fingerprint(fp: bytes) -> Schema:
     directory = _check_dir()
     found = _BY_FINGERPRINT.get(fp)
     if found is None:  # a schema added since we last looked
-        for path in sorted(directory.glob("*.avsc")):
-            if path.stem not in _BY_NAME:
-                _register(_load(path))
+        _load_new(directory)
         found = _BY_FINGERPRINT.get(fp)
     if found is None:
         raise CodecError(f"no Avro schema with fingerprint {fp.hex()} in {directory}")
@@ -292,9 +281,7 @@ def _reader_for(writer: Schema) -> Schema:
     directory = _check_dir()
     found = _BY_FULLNAME.get(writer.fullname)
     if found is None:  # not loaded yet
-        for path in sorted(directory.glob("*.avsc")):
-            if path.stem not in _BY_NAME:
-                _register(_load(path))
+        _load_new(directory)
         found = _BY_FULLNAME.get(writer.fullname)
     if found is None:
         raise CodecError(f"no Avro schema for record {writer.fullname!r} in {directory}")
