@@ -1,5 +1,4 @@
-"""Avro single-object encoding with the schemas in ``avro/``: flat records by `avro_binary`, the rest
-by fastavro.
+"""Avro single-object encoding with the schemas in ``avro/``, bodies written and read by fastavro.
 
 A value is ``C3 01`` + the schema's 8-byte CRC-64-AVRO fingerprint of its parsing canonical form
 (little-endian, as the Java implementation writes it) + the Avro binary body. ``--value-format
@@ -35,8 +34,6 @@ from typing import Any
 import fastavro
 import orjson
 from fastavro.schema import fingerprint, to_parsing_canonical_form
-
-from . import avro_binary
 
 __all__ = [
     "FRAMINGS", "IDS", "MAGIC", "REGISTRY_MAGIC", "VALUE_FORMATS", "CodecError", "Encoder", "Schema", "SchemaIds",
@@ -74,7 +71,6 @@ class Schema:
     fingerprint: bytes  # 8 bytes, CRC-64-AVRO, little-endian
     text: str = ""  # the .avsc as compact JSON, defaults and docs kept: what a registry is given
     fullname: str = ""  # namespace.name of the record
-    layout: avro_binary.Layout | None = None  # a flat record: written and read by avro_binary
 
 
 def avro_dir() -> Path:
@@ -119,7 +115,7 @@ def _schema(name: str, raw: Any, parsed: Any, plain: Any) -> Schema:
     canonical = to_parsing_canonical_form(parsed)
     fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
     fullname = parsed.get("name", "") if isinstance(parsed, dict) else ""
-    return Schema(name, parsed, plain, canonical, fp, orjson.dumps(raw).decode(), fullname, avro_binary.layout(parsed))
+    return Schema(name, parsed, plain, canonical, fp, orjson.dumps(raw).decode(), fullname)
 
 
 def _check_dir() -> Path:
@@ -190,14 +186,8 @@ def _by_fingerprint(fp: bytes) -> Schema:
 
 def _write(s: Schema, record: dict, prefix: bytes | None = None) -> bytes:
     """The framing's prefix (single-object's by default) + the Avro binary body."""
-    if prefix is None:
-        prefix = MAGIC + s.fingerprint
-    if s.layout is not None:
-        done = avro_binary.write(s.layout, record, prefix)
-        if done is not None:
-            return done
     out = io.BytesIO()
-    out.write(prefix)
+    out.write(MAGIC + s.fingerprint if prefix is None else prefix)
     fastavro.schemaless_writer(out, s.parsed, record)
     return out.getvalue()
 
@@ -211,14 +201,9 @@ def _split(data: bytes) -> Schema:
 def _read(s: Schema, data: bytes, plain: bool = False, writer: Schema | None = None, start: int = HEADER_LEN) -> dict:
     """The body after `start`; `writer` when it was written with another version of `s`."""
     reader = s.plain if plain else s.parsed
-    same = writer is None or writer.canonical == s.canonical
-    if plain and same and s.layout is not None:  # avro_binary reads timestamps as plain longs
-        done = avro_binary.read(s.layout, data, start)
-        if done is not None:
-            return done
     try:
         # a record schema reads a dict
-        if writer is None or same:
+        if writer is None or writer.canonical == s.canonical:
             return fastavro.schemaless_reader(io.BytesIO(data[start:]), reader, None)  # type: ignore[return-value]
         return fastavro.schemaless_reader(  # type: ignore[return-value]
             io.BytesIO(data[start:]), writer.plain if plain else writer.parsed, reader)
@@ -362,7 +347,7 @@ def encode_value(schema_name: str, record: dict, value_format: str = "avro") -> 
     return _single_object(value_format).value(schema_name, record, "")[0]
 
 
-def _loads(data: bytes | str) -> Any:
+def _loads(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
