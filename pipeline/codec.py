@@ -1,4 +1,4 @@
-"""Avro single-object encoding with the schemas in ``avro/``; fastavro on the hot path.
+"""Avro single-object encoding with the schemas in ``avro/``, bodies written and read by fastavro.
 
 A value is ``C3 01`` + the schema's 8-byte CRC-64-AVRO fingerprint of its parsing canonical form
 (little-endian, as the Java implementation writes it) + the Avro binary body. ``--value-format
@@ -12,7 +12,9 @@ registry on a miss, so the codec itself does no I/O. Decoders tell the framings 
 byte (C3 or 00; JSON starts with neither).
 
 Schemas are ``<repo>/avro/<name>.avsc``; ``PIPELINE_AVRO_DIR`` points elsewhere (e.g. in a
-container image where the package is installed without the repo).
+container image where the package is installed without the repo). Every call looks at the variable
+again (tests change it in-process), except inside `pinned()`: the worker folds a batch of records
+in one, so the environment is read once per batch instead of twice per record.
 
 The notification record carries ``timestamp`` as ``long`` / ``timestamp-micros`` and ``payload`` as
 JSON text; `encode_event` / `decode_event` convert from / to the normalized event (RFC 3339 text,
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,23 +36,9 @@ import orjson
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 __all__ = [
-    "FRAMINGS",
-    "IDS",
-    "MAGIC",
-    "REGISTRY_MAGIC",
-    "Encoder",
-    "SchemaIds",
-    "CodecError",
-    "Schema",
-    "avro_dir",
-    "decode",
-    "decode_event",
-    "decode_value",
-    "encode",
-    "encode_event",
-    "encode_value",
-    "schema",
-    "VALUE_FORMATS",
+    "FRAMINGS", "IDS", "MAGIC", "REGISTRY_MAGIC", "VALUE_FORMATS", "CodecError", "Encoder", "Schema", "SchemaIds",
+    "avro_dir", "decode", "decode_event", "decode_value", "encode", "encode_event", "encode_value", "pinned",
+    "read_event", "schema",
 ]
 
 MAGIC = b"\xc3\x01"
@@ -101,6 +90,7 @@ _BY_FINGERPRINT: dict[bytes, Schema] = {}
 _BY_FULLNAME: dict[str, Schema] = {}  # record full name -> our schema, the reader of a registry id
 _LOADED_FROM: Path | None = None
 _LOADED_ENV: str | None = None
+_PINNED: Path | None = None  # inside `pinned()`: the directory, without looking at the environment
 
 
 def _strip_logical(node: Any) -> Any:
@@ -131,6 +121,8 @@ def _schema(name: str, raw: Any, parsed: Any, plain: Any) -> Schema:
 def _check_dir() -> Path:
     """Drop the cache when PIPELINE_AVRO_DIR changed (tests point it elsewhere)."""
     global _LOADED_FROM, _LOADED_ENV
+    if _PINNED is not None:
+        return _PINNED
     override = os.environ.get("PIPELINE_AVRO_DIR")
     if _LOADED_FROM is not None and override == _LOADED_ENV:
         return _LOADED_FROM
@@ -140,6 +132,20 @@ def _check_dir() -> Path:
     _LOADED_ENV = override
     _LOADED_FROM = avro_dir()
     return _LOADED_FROM
+
+
+@contextmanager
+def pinned() -> Iterator[None]:
+    """Within: PIPELINE_AVRO_DIR is read once, on entry (a change meanwhile is seen after exit)."""
+    global _PINNED
+    if _PINNED is not None:  # nested: the outer one's directory
+        yield
+        return
+    _PINNED = _check_dir()
+    try:
+        yield
+    finally:
+        _PINNED = None
 
 
 def _register(s: Schema) -> Schema:
@@ -161,13 +167,17 @@ def schema(name: str) -> Schema:
     return _register(_load(path))
 
 
+def _load_new(directory: Path) -> None:
+    for path in sorted(directory.glob("*.avsc")):
+        if path.stem not in _BY_NAME:
+            _register(_load(path))
+
+
 def _by_fingerprint(fp: bytes) -> Schema:
     directory = _check_dir()
     found = _BY_FINGERPRINT.get(fp)
     if found is None:  # a schema added since we last looked
-        for path in sorted(directory.glob("*.avsc")):
-            if path.stem not in _BY_NAME:
-                _register(_load(path))
+        _load_new(directory)
         found = _BY_FINGERPRINT.get(fp)
     if found is None:
         raise CodecError(f"no Avro schema with fingerprint {fp.hex()} in {directory}")
@@ -256,9 +266,7 @@ def _reader_for(writer: Schema) -> Schema:
     directory = _check_dir()
     found = _BY_FULLNAME.get(writer.fullname)
     if found is None:  # not loaded yet
-        for path in sorted(directory.glob("*.avsc")):
-            if path.stem not in _BY_NAME:
-                _register(_load(path))
+        _load_new(directory)
         found = _BY_FULLNAME.get(writer.fullname)
     if found is None:
         raise CodecError(f"no Avro schema for record {writer.fullname!r} in {directory}")
@@ -389,6 +397,12 @@ def _notification_record(event: Mapping[str, Any]) -> dict:
 def decode_event(data: bytes) -> dict:
     """A relay value (Avro in either framing, or JSON, auto-detected) -> the normalized event,
     payload parsed."""
+    return read_event(data)[0]
+
+
+def read_event(data: bytes) -> tuple[dict, int | None]:
+    """`decode_event`, and the event time in µs as the Avro record has it (None for a JSON value:
+    its ``timestamp`` is the text as written)."""
     if data[:1] == REGISTRY_MAGIC:
         s, writer = _registry_split(data)
         start = REGISTRY_HEADER_LEN
@@ -398,13 +412,14 @@ def decode_event(data: bytes) -> dict:
         event = _loads(data)
         if not isinstance(event, dict):
             raise CodecError("JSON value is not an object")
-        return event
+        return event, None
     if s.name != NOTIFICATION:
         raise CodecError(f"value is a {s.name!r} record, not a notification")
     event = _read(s, data, plain=True, writer=writer, start=start)
-    event["timestamp"] = _rfc3339(event["timestamp"])
-    event["payload"] = _loads(event["payload"].encode())
-    return event
+    ts = event["timestamp"]
+    event["timestamp"] = _rfc3339(ts)
+    event["payload"] = _loads(event["payload"])
+    return event, ts
 
 
 _SINGLE_OBJECT = {value_format: Encoder(value_format) for value_format in VALUE_FORMATS}

@@ -1,12 +1,9 @@
 """The agent: one stream over every relay topic, concurrency 1, the pure state machine inside.
 
-The body works on batches (what the stream has buffered, acked after the batch): per batch, decode every record (codec), then per
-record in order: watermark -> dedup + operations + node state (operations.on_event) -> outputs ->
-loss counts -> the watchdog's due checks for its partition (operations.on_expiry). Each resource's
-state is read from the table once per batch and written back once, after the batch; the outputs go
-to the producer in order, then the table writes as one group of changelog records. A bridge's
-heartbeat (null key, event type `pipeline.heartbeat`) is an event of its lane with no resource: it
-moves the lane's clock (watchdog, clock.py) and the lane's due checks run, nothing else.
+The body (`processor.Processor`) works on batches (what the stream has buffered, acked after the
+batch); here is the faust wiring around it: the batches (`Batches`), the table writers and the
+producer. A batch's outputs go to the producer in order, then its table writes as one group of
+changelog records.
 
 What a crash can and cannot do (at-least-once input, faust commits every 2.8 s):
 
@@ -28,39 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
-import os
 import signal
-from collections.abc import Callable, Iterable, Sequence
-from time import monotonic, process_time
+from collections.abc import Callable, Iterable
+from time import monotonic
 from typing import Any
 
-import orjson
+from . import faust_patches
+from .processor import DictStore, Processor
 
-from .. import codec, events
-from . import faust_patches, operations
-from . import state as state_view
-from .clock import heartbeat_of
-from .models import Counter, Output, micros
-from .watchdog import Watchdog
-
-__all__ = ["Batches", "DictStore", "Processor", "install"]
+__all__ = ["Batches", "DictStore", "Processor", "install", "send_batches"]
 
 log = logging.getLogger("pipeline.worker")
-
-Sink = Callable[[str, bytes, Output, int], None]
-Record = tuple[str, int, "bytes | None", bytes]  # relay topic, partition, key, value
-_ABSENT = object()  # a key read this batch and not in the table
-
-
-class DictStore(dict):
-    """A table as a plain dict, read and written by partition like `TableWriter` (tests, tools)."""
-
-    def get_in(self, partition: int, key: bytes) -> bytes | None:  # noqa: ARG002 - one dict for all
-        return self.get(key)
-
-    def put(self, partition: int, key: bytes, value: bytes) -> None:  # noqa: ARG002
-        self[key] = value
 
 
 class TableWriter:
@@ -137,16 +114,40 @@ class ChangelogQueue:
                         # never write the state of an event whose outputs were not published, and
                         # fail the flush so faust does not commit past it
                         raise RuntimeError(f"an output was not produced: {fut.exception() if not fut.cancelled() else 'cancelled'}")
-                # RocksDB keeps one changelog offset per partition: the group's last record there
-                # sets it (records of a partition are acknowledged in order)
-                last = {(topic, partition): i for i, (topic, _, _, partition, _) in enumerate(records)}
-                for i, (topic, key, value, partition, on_sent) in enumerate(records):
-                    fut = await producer.send(topic, value, key=key, partition=partition)
+                # RocksDB keeps one changelog offset per partition: each batch's last record sets
+                # it (a partition's batches are acknowledged in order)
+                on_sent = {(topic, partition): done for topic, _, _, partition, done in records}
+                for fut, topic, partition, count in await send_batches(
+                        producer, ((t, k, v, p, None) for t, k, v, p, _ in records)):
                     fut.add_done_callback(self.on_delivery)
-                    if last[(topic, partition)] == i:
-                        fut.add_done_callback(on_sent)
+                    fut.add_done_callback(functools.partial(on_sent[(topic, partition)], count=count))
                 self.queue.popleft()
                 self.released += 1
+
+
+async def send_batches(producer: Any, records: Iterable[tuple[str, bytes, bytes, int, list | None]]) -> list:
+    """`records` (topic, key, value, partition, headers) handed to the aiokafka producer as one
+    record batch per topic partition (more when one fills up); returns (delivery future, topic,
+    partition, records in the batch) for each batch.
+
+    `send()` for each record costs a future, a metadata check and a done callback per record;
+    `create_batch()` + `send_batch()` cost them once per batch. The order within a partition is
+    the records' (the producer sends a partition's batches in the order given)."""
+    batches: dict[tuple[str, int], Any] = {}
+    sent = []
+    for topic, key, value, partition, headers in records:
+        batch = batches.get((topic, partition))
+        if batch is None:
+            batch = batches[(topic, partition)] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full
+            sent.append((await producer.send_batch(batch, topic, partition=partition), topic, partition,
+                         batch.record_count()))
+            batch = batches[(topic, partition)] = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first always fits
+    for (topic, partition), batch in batches.items():
+        sent.append((await producer.send_batch(batch, topic, partition=partition), topic, partition,
+                     batch.record_count()))
+    return sent
 
 
 class Batches:
@@ -194,237 +195,11 @@ class Batches:
                 await stream.ack(event)
 
 
-class Processor:
-    """The agent's body, free of faust streams: tests drive it with `DictStore` tables."""
-
-    def __init__(self, rt: Any, resources: Any, loss: Any, sink: Sink | None = None) -> None:
-        self.rt = rt
-        self.settings = rt.settings
-        self.machine = rt.settings.machine
-        self.resources = resources  # get_in(partition, key), put(partition, key, value), items()
-        self.loss = loss
-        self.metrics = rt.metrics
-        self.recent = rt.recent
-        self.watchdog = Watchdog(int(rt.settings.lateness_s * 1_000_000))
-        self.sink: Sink = sink or self._send
-        # outputs of the current batch, in order: (topic, key, value, partition, headers)
-        self.outbox: list[tuple[str, bytes, bytes, int, list]] = []
-        self.output_topics = {kind: topic.get_topic_name() for kind, topic in rt.outputs.items()} \
-            if hasattr(rt, "outputs") else {}
-        self.values = codec.Encoder(rt.settings.value_format, rt.settings.avro_framing)
-        self.stale = True  # the watchdog must be rebuilt from the table before the next event
-        self.guarded: dict[int, set[str]] = {}  # partition -> output ids already in Kafka
-        # this batch: key -> state dict (or _ABSENT), and what to write back after it
-        self._states: dict[bytes, Any] = {}
-        self._dirty: dict[bytes, int] = {}  # resource key -> partition
-        self._loss_rows: dict[bytes, tuple[int, dict]] = {}  # loss key -> (partition, counts)
-
-    # --- faust-facing ---------------------------------------------------------------------------
-
-    def _send(self, kind: str, key: bytes, out: Output, partition: int) -> None:
-        topic = self.output_topics[kind]
-        value, content_type = self.values.value(kind, out.record, topic)
-        self.outbox.append((topic, key, value, partition, [("id", out.id.encode()), ("content-type", content_type)]))
-
-    def on_assigned(self, partitions: Iterable[int]) -> None:
-        self.stale = True
-        self.guarded = {p: ids for p, ids in self.guarded.items() if p in partitions}
-
-    def rebuild(self) -> None:
-        """The watchdog's heaps and watermarks, from the table (after recovery)."""
-        self.watchdog.clear()
-        for key, raw in self.resources.items():
-            st = orjson.loads(raw)
-            lane = (st.get("t", ""), st.get("p", 0))
-            if st.get("w"):
-                self.watchdog.restore(lane, st["w"])
-            self.watchdog.schedule(lane, key, operations.pending(st, self.machine))
-        self.stale = False
-        self.rt.ready = True
-
-    # --- per batch ------------------------------------------------------------------------------
-
-    def handle(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
-        """One record: a batch of one."""
-        self.handle_batch([(topic, partition, key, value)])
-
-    def handle_batch(self, records: Sequence[Record]) -> None:
-        """Fold `records` (in the order read) into the tables; outputs to `sink`, in order."""
-        if not records:
-            return
-        m = self.metrics
-        if not m.first_at:
-            m.first_at, m.cpu_first = monotonic(), process_time()
-        if self.stale:
-            self.rebuild()
-        decoded = []
-        for topic, partition, key, value in records:
-            try:
-                event = codec.decode_event(value)
-                if key is None and event.get("event_type") == events.HEARTBEAT_EVENT_TYPE:
-                    # a bridge's heartbeat: (bridge, vouched, sent, interval) instead of a time
-                    decoded.append((topic, partition, key, event, heartbeat_of(event)))
-                else:
-                    decoded.append((topic, partition, key, event, micros(event["timestamp"])))
-            except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
-                decoded.append((topic, partition, key, value, exc))
-        wd = self.watchdog
-        machine = self.machine
-        states = self._states
-        watermarks = m.watermarks
-        for topic, partition, key, event, ts in decoded:
-            m.events += 1
-            if isinstance(ts, Exception):
-                self._deadletter(topic, partition, key, event, ts)
-                continue
-            lane = (topic, partition)  # see watchdog: one clock per topic partition
-            if isinstance(ts, tuple):
-                # an event of its lane without a resource: it moves the lane's clock (README, The
-                # clock), then the lane's due checks run below, in this record's stream context
-                wd.heartbeat(lane, *ts)
-                m.heartbeats += 1
-            elif key:
-                wd.observe(lane, ts)
-                state = self._state(partition, key)
-                res = operations.on_event(state, event, ts, machine, partition, owned=True)
-                if res.verdict == "new":
-                    m.processed += 1
-                    self.recent.event(event["event_type"])
-                    states[key] = res.state
-                    self._commit(lane, key, res)
-                elif res.verdict == "duplicate":
-                    m.duplicates += 1
-                else:
-                    m.beyond_horizon += 1
-            else:
-                wd.observe(lane, ts)
-                m.unkeyed += 1
-            mark = wd.watermark(lane)
-            watermarks[lane] = mark
-            for due_key, expiry in wd.due(lane):
-                state = self._state(partition, due_key)
-                if state is None:
-                    continue
-                res = operations.on_expiry(state, due_key.decode(), expiry, mark, machine, owned=True)
-                if res.changed:
-                    self._commit(lane, due_key, res)
-        self._write_back()
-        m.last_at, m.cpu_last = monotonic(), process_time()
-        if self.settings.stop_after and m.events >= self.settings.stop_after:
-            self._stop_worker()
-
-    def _state(self, partition: int, key: bytes) -> dict | None:
-        """The resource's state as this batch left it, read from the table the first time."""
-        state = self._states.get(key)
-        if state is None:
-            raw = self.resources.get_in(partition, key)
-            state = self._states[key] = _ABSENT if raw is None else orjson.loads(raw)
-        return None if state is _ABSENT else state
-
-    def _write_back(self) -> None:
-        states = self._states
-        for key, partition in self._dirty.items():
-            self.resources.put(partition, key, orjson.dumps(states[key]))
-        for row_key, (partition, counts) in self._loss_rows.items():
-            self.loss.put(partition, row_key, orjson.dumps(counts))
-        states.clear()
-        self._dirty.clear()
-        self._loss_rows.clear()
-
-    def _commit(self, lane: tuple[str, int], key: bytes, res: operations.Result) -> None:
-        topic, partition = lane
-        guard = self.guarded.get(partition)
-        for out in res.outputs:
-            if guard is not None and out.id in guard:
-                self.metrics.replay_suppressed += 1
-                continue
-            self.sink(out.kind, out.key.encode(), out, partition)
-            self.metrics.outputs[out.kind] += 1
-            if out.kind == "operation":
-                self.recent.on_operation(out.record)
-            elif out.kind == "alert":
-                self.metrics.alerts[out.record["kind"]] += 1
-                self.recent.on_alert(out.record)
-        res.state["t"] = topic
-        res.state["w"] = self.watchdog.watermark(lane)
-        self._dirty[key] = partition
-        if res.counters:
-            self._count(partition, res.counters)
-        if res.expiries:
-            self.watchdog.schedule(lane, key, res.expiries)
-
-    def _count(self, partition: int, counters: list[Counter]) -> None:
-        rows = self._loss_rows
-        for c in counters:
-            row_key = state_view.loss_key(partition, c.publisher, c.operation)
-            row = rows.get(row_key)
-            if row is None:
-                raw = self.loss.get_in(partition, row_key)
-                row = rows[row_key] = (partition, orjson.loads(raw) if raw is not None else {})
-            counts = row[1]
-            counts[c.what] = counts.get(c.what, 0) + 1
-
-    def _deadletter(self, topic: str, partition: int, key: bytes | None, value: bytes, exc: Exception) -> None:
-        self.metrics.undecodable += 1
-        self.recent.deadletter()
-        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-        self.rt.deadletter.send_soon(key=key, value=value, headers=[
-            ("reason", reason.encode()), ("source", f"{topic}:{partition}".encode())])
-
-    def _stop_worker(self) -> None:
-        if not getattr(self, "_stopping", False):
-            self._stopping = True
-            log.warning("read %d relay records (--stop-after): stopping", self.metrics.events)
-            os.kill(os.getpid(), signal.SIGTERM)  # the same clean shutdown as a user's SIGTERM
-
-    # --- the replay guard -----------------------------------------------------------------------
-
-    async def load_guard(self, partition: int) -> None:
-        """Read the tail of each output topic's `partition`: ids a predecessor already published."""
-        window_ms = int(self.settings.replay_guard_s * 1000)
-        if window_ms <= 0:
-            return
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(**self.settings.client_kwargs(), enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
-        ids: set[str] = set()
-        await consumer.start()
-        try:
-            tps = [TopicPartition(t, partition) for t in self.rt.topic_names.outputs]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                end = ends.get(tp, 0)
-                if not end:
-                    continue
-                consumer.seek(tp, end - 1)
-                last = await consumer.getone(tp)
-                found = await consumer.offsets_for_times({tp: max(0, last.timestamp - window_ms)})
-                start = found[tp].offset if found.get(tp) else end - 1
-                consumer.seek(tp, start)
-                while await consumer.position(tp) < end:
-                    batch = await consumer.getmany(tp, timeout_ms=1000)
-                    for rec in batch.get(tp, ()):
-                        for name, value in rec.headers or ():
-                            if name == "id":
-                                ids.add(value.decode())
-                    if not batch:
-                        break
-        finally:
-            await consumer.stop()
-        if ids:
-            self.guarded[partition] = ids
-            log.info("partition %d: %d outputs already published will not be sent again", partition, len(ids))
-
-
 def install(rt: Any) -> None:
     """Register the agent, the assignment hooks and the faust patches on `rt.app`."""
     app = rt.app
     sources = set(rt.topic_names.sources)
-    faust_patches.patch_new_consumers(
-        app, faust_patches.use_inline_drain,
-        lambda consumer: faust_patches.rewind_uncommitted_on_seek(consumer, sources))
+    faust_patches.apply(app, sources)
     resources, loss = TableWriter(rt.resources), TableWriter(rt.loss)
     processor = Processor(rt, resources, loss)
     rt.processor = processor
@@ -443,9 +218,7 @@ def install(rt: Any) -> None:
         """The batch's outputs to the producer now, its changelog records once they are acked."""
         outputs = []
         if processor.outbox:
-            send = faust_patches.aiokafka_producer(app).send
-            for topic, key, value, partition, headers in processor.outbox:
-                fut = await send(topic, value, key=key, partition=partition, headers=headers)
+            for fut, _, _, _ in await send_batches(faust_patches.aiokafka_producer(app), processor.outbox):
                 fut.add_done_callback(check_delivery)
                 outputs.append(fut)
             processor.outbox.clear()

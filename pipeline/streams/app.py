@@ -25,6 +25,7 @@ from typing import Any
 import faust
 
 from ..config import default_of
+from . import faust_patches
 from .command import SETTINGS
 from .models import Settings
 from .topics import Topics
@@ -155,8 +156,8 @@ class Runtime:
             "loss", key_type=bytes, value_type=bytes, partitions=partitions, options=options,
             help="partition|publisher|operation -> operation counts",
         )
-        self.source = app.topic(
-            *self.topic_names.sources, key_type=bytes, value_type=bytes,
+        self.source = app.topic(  # raw bytes keys and values, decoded by nobody (faust_patches.decode)
+            *self.topic_names.sources, schema=faust_patches.raw_bytes_schema(), key_type=bytes, value_type=bytes,
             key_serializer="raw", value_serializer="raw", partitions=partitions,
         )
         self.outputs: Mapping[str, faust.TopicT] = {

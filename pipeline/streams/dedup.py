@@ -11,10 +11,12 @@ no longer tell apart: it is counted ("beyond_horizon") and not processed.
 from __future__ import annotations
 
 from hashlib import blake2b
+from operator import itemgetter
 
 __all__ = ["check", "id_hash", "remember"]
 
 _MASK = (1 << 63) - 1
+_TIME = itemgetter(1)  # of an entry [id hash, event time]
 
 
 def id_hash(message_id: str) -> int:
@@ -35,16 +37,20 @@ def remember(state: dict, h: int, ts: int, window_us: int, max_ids: int) -> None
     """Add the id; forget ids out of the window or over the count (mutates `state`)."""
     seen = state["d"]
     seen.append([h, ts])
-    newest = max(entry[1] for entry in seen)
+    times = list(map(_TIME, seen))
+    oldest_kept = max(times) - window_us
     horizon = state["dh"]
-    keep = []
-    for entry in seen:
-        if entry[1] < newest - window_us:
-            horizon = max(horizon, entry[1])
-        else:
-            keep.append(entry)
+    if min(times) < oldest_kept:  # some fall out of the window
+        keep = []
+        for entry in seen:
+            if entry[1] < oldest_kept:
+                horizon = max(horizon, entry[1])
+            else:
+                keep.append(entry)
+    else:
+        keep = seen
     if len(keep) > max_ids:
-        keep.sort(key=lambda entry: entry[1])  # forget the oldest: keeps the horizon low
+        keep.sort(key=_TIME)  # forget the oldest: keeps the horizon low
         while len(keep) > max_ids:
             horizon = max(horizon, keep.pop(0)[1])
     state["d"] = keep

@@ -28,6 +28,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "deleted": ("deleted",),
 }
 FIELDS: tuple[str, ...] = tuple(f for fields in GROUPS.values() for f in fields)
+_GROUP_ITEMS = tuple(GROUPS.items())
+# per group: the record's keys for its change (time, message id, event type)
+_CHANGE_KEYS = tuple((g, f"{g}_changed_at", f"{g}_changed_by", f"{g}_changed_event") for g in GROUPS)
 
 # Ironic provision states a node passes through on its own; one that stays too long is stuck
 # (ironic/common/states.py: the *ING and *WAIT states, and the holds waiting for an operator).
@@ -78,21 +81,22 @@ def apply(node: dict | None, event: dict, ts: int) -> tuple[dict | None, bool]:
     newest, differs = node.setdefault("n", {}), node.setdefault("d", {})
     mark = [ts, event["message_id"], event["event_type"]]
     changed = False
-    get = values.get
-    for group, fields in GROUPS.items():
+    get, given = values.get, data.get
+    for group, fields in _GROUP_ITEMS:
         if fields[0] not in data:
             continue
         # values in the order of `fields` (lists: this runs for every node event)
-        current = [get(f) for f in fields]
-        new = [data.get(f, c) for f, c in zip(fields, current)]
+        current = list(map(get, fields))
+        new = list(map(given, fields, current))
         if group == "provision" and "previous_provision_state" not in data and new[0] != current[0]:
             new[2] = current[0]  # provision_state, target_provision_state, previous_provision_state
-        if group == "maintenance":
+        elif group == "maintenance":
             new[0] = bool(new[0])
         change = changes.get(group)
-        if ts >= seen.get(group, 0):
+        at = seen.get(group, 0)
+        if ts >= at:
             if new != current:
-                differs[group] = seen.get(group, 0)
+                differs[group] = at
                 values.update(zip(fields, new))
                 changes[group] = mark
                 changed = True
@@ -124,14 +128,16 @@ def record(node_uuid: str, node: dict) -> dict:
     """The ``pipeline.node-state`` record (avro/node_state.avsc)."""
     values, changes = node["f"], node["c"]
     rec: dict[str, Any] = {"node_uuid": node_uuid}
+    get = values.get
     for f in FIELDS:
-        rec[f] = values.get(f)
+        rec[f] = get(f)
     rec["maintenance"] = bool(rec["maintenance"]) if rec["maintenance"] is not None else None
     rec["deleted"] = bool(rec["deleted"])
     rec["updated_at"] = to_datetime(node["u"] or None)
-    for group in GROUPS:
+    for group, at, by, event_type in _CHANGE_KEYS:
         change = changes.get(group)
-        rec[f"{group}_changed_at"] = to_datetime(change[0]) if change else None
-        rec[f"{group}_changed_by"] = change[1] if change else None
-        rec[f"{group}_changed_event"] = change[2] if change else None
+        if change:
+            rec[at], rec[by], rec[event_type] = to_datetime(change[0]), change[1], change[2]
+        else:
+            rec[at] = rec[by] = rec[event_type] = None
     return rec

@@ -135,6 +135,25 @@ def test_avro_dir_override(tmp_path, monkeypatch):
     assert codec.schema("notification").name == "notification"
 
 
+def test_pinned_reads_the_avro_dir_once(tmp_path, monkeypatch):
+    """Inside `pinned()` (the worker's batch) the directory is the one of its entry; after, the
+    variable is read again on every call."""
+    (tmp_path / "point.avsc").write_text(json.dumps(
+        {"type": "record", "name": "Point", "fields": [{"name": "x", "type": "int"}]}))
+    with codec.pinned():
+        monkeypatch.setenv("PIPELINE_AVRO_DIR", str(tmp_path))
+        assert codec.schema("notification").name == "notification"
+        with pytest.raises(codec.CodecError, match="no Avro schema 'point'"):
+            codec.schema("point")
+        with codec.pinned():  # nested: still the outer one's
+            assert codec.schema("notification").name == "notification"
+    assert codec.decode(codec.encode("point", {"x": 7})) == ("point", {"x": 7})
+    with pytest.raises(codec.CodecError, match="no Avro schema 'notification'"):
+        codec.schema("notification")
+    monkeypatch.delenv("PIPELINE_AVRO_DIR")
+    assert codec.schema("notification").name == "notification"
+
+
 def test_schema_added_later_is_found_by_fingerprint(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_AVRO_DIR", str(tmp_path))
     (tmp_path / "a.avsc").write_text('{"type": "record", "name": "A", "fields": [{"name": "a", "type": "string"}]}')

@@ -9,6 +9,7 @@ from importlib.metadata import version
 import pytest
 
 from pipeline.streams import faust_patches as fp
+from pipeline.streams.faust_patches import drain
 
 
 def test_the_pinned_versions_are_installed() -> None:
@@ -62,7 +63,7 @@ async def test_a_callback_that_blocks_is_resumed_not_restarted() -> None:
 
     coro = callback()
     pending = coro.send(None)
-    task = asyncio.ensure_future(fp._Resume(coro, pending))
+    task = asyncio.ensure_future(drain._Resume(coro, pending))
     await asyncio.sleep(0)
     gate.set_result(None)
     assert await task == "done"
@@ -78,7 +79,7 @@ async def test_a_callback_that_blocks_is_resumed_not_restarted() -> None:
             raise
 
     coro = waits()
-    task = asyncio.ensure_future(fp._Resume(coro, coro.send(None)))
+    task = asyncio.ensure_future(drain._Resume(coro, coro.send(None)))
     await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -103,3 +104,20 @@ def test_the_lean_monitor_keeps_what_is_read_back() -> None:
     assert tp in app.monitor.stream_inbound_time  # faust's livelock log
     assert app.monitor.tp_end_offsets[tp] == 50
     assert app.monitor.events_total == 0  # the per-event counting is what it drops
+
+
+@pytest.mark.parametrize(("key", "value"), [(b"k", b"\xc3\x01v"), (None, b"v"), (b"k", None), (b"", b"")])
+async def test_the_relay_topics_events_are_the_ones_faust_would_make(rt, key, value) -> None:
+    """faust_patches.decode: the source topic's decode gives what faust's own raw-bytes schema gives."""
+    import faust
+    from faust.types import TP, Message
+
+    message = Message("notifications.baremetal.node", 0, 7, 0.0, 0, [("h", b"1")], key, value, None, tp=TP(
+        "notifications.baremetal.node", 0))
+    ours = await rt.source.decode(message, propagate=True)
+    faust_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    theirs = await faust_schema.compile(rt.app)(message, propagate=True)
+    assert type(rt.source.schema).__name__ == "RawBytesSchema"
+    assert type(ours) is type(theirs)
+    assert (ours.key, ours.value, ours.headers, ours.message, ours.app) == (
+        theirs.key, theirs.value, theirs.headers, theirs.message, theirs.app)

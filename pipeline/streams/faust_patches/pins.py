@@ -1,0 +1,132 @@
+"""What the patches rely on: the pinned versions, every private name they touch (`REQUIRED`) and the
+source hash of every faust method they copy or wrap (`PATCHED_SOURCES`), with the checks
+tests/unit/test_faust_patches.py runs."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any
+
+FAUST_VERSION = "0.15.3"
+AIOKAFKA_VERSION = "0.14.0"
+
+# (importable owner, attribute, how to find it): "class" = on the class; "consumer" = on a consumer
+# instance faust created (set in __init__); "store" = on a rocksdb store class
+REQUIRED: tuple[tuple[str, str, str], ...] = (
+    ("faust.app.base:App", "_new_consumer", "class"),
+    ("faust.transport.consumer:Consumer", "_drain_messages", "class"),
+    ("faust.transport.consumer:Consumer", "_add_gap", "class"),
+    ("faust.transport.consumer:Consumer", "perform_seek", "class"),
+    ("faust.transport.consumer:Consumer", "_read_offset", "consumer"),
+    ("faust.transport.consumer:Consumer", "_commit_every", "consumer"),
+    ("faust.transport.consumer:Consumer", "_n_acked", "consumer"),
+    ("faust.transport.consumer:Consumer", "_acked", "consumer"),
+    ("faust.transport.consumer:Consumer", "_acked_index", "consumer"),
+    ("faust.transport.consumer:Consumer", "_committed_offset", "consumer"),
+    ("faust.transport.consumer:Consumer", "suspend_flow", "consumer"),
+    ("faust.transport.consumer:Consumer", "diag", "consumer"),
+    ("faust.transport.consumer:Consumer", "consumer_stopped_errors", "consumer"),
+    ("faust.transport.drivers.aiokafka:Consumer", "_thread", "consumer"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "seek_to_beginning", "class"),
+    ("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "class"),
+    ("faust.transport.drivers.aiokafka:Producer", "flush", "class"),
+    ("faust.transport.consumer:CONSUMER_FETCHING", "", "module"),
+    ("faust.transport.drivers.aiokafka:ensure_aiokafka_TP", "", "module"),
+    ("faust.stores.rocksdb:Store", "_db_for_partition", "class"),
+    ("faust.stores.rocksdb:Store", "_key_index", "store"),
+    ("faust.stores.rocksdb:Store", "set_persisted_offset", "class"),
+    ("faust.sensors.monitor:Monitor", "tp_read_offsets", "class"),
+    ("faust.sensors.monitor:Monitor", "tp_end_offsets", "class"),
+    ("faust.sensors.monitor:Monitor", "stream_inbound_time", "class"),
+    ("faust.sensors.prometheus:PrometheusMonitor", "on_message_in", "class"),
+    ("faust.sensors.prometheus:PrometheusMonitor", "on_stream_event_in", "class"),
+    ("faust.sensors.prometheus:PrometheusMonitor", "on_stream_event_out", "class"),
+    ("faust.sensors.prometheus:PrometheusMonitor", "on_message_out", "class"),
+    ("faust.sensors.prometheus:PrometheusMonitor", "track_tp_end_offset", "class"),
+    ("faust.sensors.prometheus:FaustMetrics", "create", "class"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "seek_to_beginning", "class"),
+    ("mode.services:Service", "_crashed", "consumer"),
+    ("aiokafka.producer.producer:AIOKafkaProducer", "send", "class"),
+    ("faust.topics:Topic", "_compile_decode", "class"),
+)
+
+# faust methods a patch copies or wraps, with the sha256 of their source as of FAUST_VERSION:
+# a change upstream means the copy must be re-diffed
+PATCHED_SOURCES: dict[str, str] = {
+    "faust.transport.consumer:Consumer._drain_messages":
+        "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
+    "faust.app.base:App._new_consumer":
+        "bff6ccd646b71ea99a7e7a7d1c62adbf3d34432a0b42a39e6f60b4c0307d89c8",
+    "faust.stores.rocksdb:Store._set":
+        "4227e561e288d9413bf663a3a67940fd4976f5484e70e49445858ce4d400d26e",
+    "faust.stores.rocksdb:Store._get":
+        "7ae8dfd6d7754a5952ae162d4d5cf0d51a8a020ed730a4a7c7dc7f7c84e73fb8",
+    # decode.raw_bytes_schema stands in for these four, and faust calls it from the fifth
+    "faust.serializers.schemas:Schema.compile":
+        "d46eec5ce3195b2c6752cb860a10946cee66ddf6a955f2ea44ac1568c0ecb9ad",
+    "faust.serializers.registry:Registry.loads_key":
+        "75262a2361a3bd256c346fcfa432182468dac4328afe48bcd0e62a9b6e3573be",
+    "faust.serializers.registry:Registry.loads_value":
+        "a9a8d9f63e03744fb9fcfbb3dfc03acd949032c0515fa2384c7b8c1d40378059",
+    "faust.app.base:App.create_event":
+        "15fea3d1e95e6625b2f6a969e9ce4bbed786bed15fde58f0c6518f6e461f7a10",
+    "faust.topics:Topic._compile_decode":
+        "6474178f8c211c056192d1b1a470cd9a617a3d7c59babf9b9297b24e3e507c26",
+}
+
+
+def resolve(path: str) -> Any:
+    import importlib
+
+    module, _, name = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in filter(None, name.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _instance_has(cls: type, name: str) -> bool:
+    """Whether `cls.__init__` (or a base's) assigns `self.<name>`: instance attributes made there."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            if f"self.{name} =" in inspect.getsource(init) or f"self.{name}:" in inspect.getsource(init):
+                return True
+        except (OSError, TypeError):
+            continue
+    return hasattr(cls, name)
+
+
+def missing(required: tuple[tuple[str, str, str], ...] = REQUIRED, consumer: Any = None) -> list[str]:
+    """Which of `required` cannot be found (empty: every patch has what it relies on).
+
+    `consumer`: a consumer instance faust created, for the attributes its __init__ sets."""
+    out = []
+    for owner, attribute, how in required:
+        try:
+            obj = resolve(owner)
+        except (ImportError, AttributeError):
+            out.append(f"{owner} (needed for {attribute or 'itself'})")
+            continue
+        if how == "module":
+            continue
+        if how == "consumer" and consumer is not None:
+            found = hasattr(consumer, attribute)
+        elif how in ("consumer", "store"):
+            found = _instance_has(obj, attribute)
+        else:
+            found = hasattr(obj, attribute)
+        if not found:
+            out.append(f"{owner}.{attribute}")
+    return out
+
+
+def source_hash(path: str) -> str:
+    return hashlib.sha256(inspect.getsource(resolve(path)).encode()).hexdigest()
+
+
+def source_drift(expected: dict[str, str] = PATCHED_SOURCES) -> list[str]:
+    """Patched faust methods whose source is not the one the patch was written against."""
+    return [path for path, digest in expected.items() if source_hash(path) != digest]
