@@ -222,7 +222,7 @@ def install(rt: Any) -> None:
                 fut.add_done_callback(check_delivery)
                 outputs.append(fut)
             processor.outbox.clear()
-        records = []
+        records: list = []
         for writer in (processor.resources, processor.loss):  # tests swap in DictStores
             records.extend(getattr(writer, "changelog", ()))
             getattr(writer, "changelog", []).clear()
@@ -275,7 +275,7 @@ def install(rt: Any) -> None:
             out = io.StringIO()
             for task in asyncio.all_tasks():
                 out.write(f"{task.get_name()}:\n")
-                coro = task.get_coro()
+                coro: Any = task.get_coro()
                 while coro is not None:  # follow the await chain down to what is pending
                     frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
                     if frame is not None:
@@ -286,7 +286,7 @@ def install(rt: Any) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
     def fold_records(events: list) -> Any:
-        records = []
+        records: list = []
         for ev in events:
             msg = ev.message
             lane = (msg.topic, msg.partition)

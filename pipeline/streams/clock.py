@@ -41,7 +41,7 @@ MISSES = 3  # heartbeat intervals a bridge may miss on a lane before it no longe
 def heartbeat_of(event: Mapping[str, Any]) -> tuple[str, int, int, int]:
     """(bridge, vouched µs, sent µs, interval µs) of a heartbeat record (docs/contracts.md,
     Heartbeats); ValueError when it is not one the bridge writes."""
-    payload = event.get("payload")
+    payload: Any = event.get("payload")  # anything: a record that is not a heartbeat is refused below
     try:
         bridge, sent, interval = payload["bridge"], payload["sent_at"], float(payload["interval_s"])
         if not isinstance(bridge, str) or not bridge or interval <= 0:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from hashlib import blake2b
 from operator import itemgetter
 
+from .models import ResourceState
+
 __all__ = ["check", "id_hash", "remember"]
 
 _MASK = (1 << 63) - 1
@@ -23,7 +25,7 @@ def id_hash(message_id: str) -> int:
     return int.from_bytes(blake2b(message_id.encode(), digest_size=8).digest(), "little") & _MASK
 
 
-def check(state: dict, h: int, ts: int) -> str:
+def check(state: ResourceState, h: int, ts: int) -> str:
     """"new", "duplicate" or "beyond_horizon" for a message with id hash `h` at event time `ts`."""
     for seen, _ in state["d"]:
         if seen == h:
@@ -33,7 +35,7 @@ def check(state: dict, h: int, ts: int) -> str:
     return "new"
 
 
-def remember(state: dict, h: int, ts: int, window_us: int, max_ids: int) -> None:
+def remember(state: ResourceState, h: int, ts: int, window_us: int, max_ids: int) -> None:
     """Add the id; forget ids out of the window or over the count (mutates `state`)."""
     seen = state["d"]
     seen.append([h, ts])

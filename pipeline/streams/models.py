@@ -3,6 +3,10 @@
 Times inside the state are integers, microseconds since the epoch (cheap to compare and to store as
 JSON); records leaving the worker carry `datetime` objects, which fastavro writes as
 ``timestamp-micros`` and orjson as RFC 3339.
+
+The state records are stored as JSON in the `resources` table, one per resource, with short keys
+(they are written once per event and kept for every resource): the TypedDicts below are their
+legend, each key named next to its type.
 """
 from __future__ import annotations
 
@@ -10,15 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 __all__ = [
     "Counter",
     "Expiry",
+    "NodeMemory",
+    "OpenOperation",
     "Output",
+    "ResourceState",
     "Result",
     "Settings",
+    "WaitingEnd",
     "micros",
+    "new_state",
     "to_datetime",
 ]
 
@@ -86,9 +95,63 @@ class Counter(NamedTuple):
     what: str  # started, ended, errors, missing, late, orphaned, superseded
 
 
+class OpenOperation(TypedDict):
+    """An operation started and not ended yet (``ops``, by operation name)."""
+
+    sm: str  # the start's message id
+    st: int  # the start's event time
+    pub: str  # publisher id
+    dl: int  # deadline
+    al: int  # when missing_end was raised (0: not yet)
+    tp: str | None  # to_power (power_set)
+    pps: str | None  # provision state before
+    fe: str | None  # the FSM event (provision_set)
+    node: str | None  # node UUID
+
+
+class WaitingEnd(TypedDict):
+    """A terminal event that came without its start (``orph``, by operation), waiting
+    `orphan_grace_s` for it."""
+
+    em: str  # the end's message id
+    et: int  # the end's event time
+    pub: str  # publisher id
+    oc: Literal["success", "error"]  # outcome
+    ps: str | None  # provision state after
+    tp: str | None  # to_power
+    fe: str | None  # the FSM event
+    node: str | None  # node UUID
+    until: int  # when it becomes an orphan_end
+
+
+class NodeMemory(TypedDict):
+    """A node's state (``node``, node resources only; `nodes` explains the groups)."""
+
+    f: dict[str, Any]  # field -> value
+    s: dict[str, int]  # group -> newest event time seen
+    c: dict[str, list]  # group -> [time, message id, event type] of its last change
+    n: NotRequired[dict[str, list]]  # group -> the same, of its newest event
+    d: NotRequired[dict[str, int]]  # group -> newest time of other values
+    u: int  # newest event time
+    x: int  # provision change time a stuck_state was raised for (0: none)
+
+
+class ResourceState(TypedDict):
+    """The state record of one resource (the Kafka key)."""
+
+    p: int  # the relay partition it lives in
+    t: NotRequired[str]  # ... and its topic: with `p`, the lane whose clock it follows
+    w: NotRequired[int]  # that lane's watermark when the record was written (restored at start)
+    d: list[list[int]]  # dedup memory: [id hash, event time] (see `dedup`)
+    dh: int  # dedup horizon: event time of the newest forgotten id
+    ops: dict[str, OpenOperation]
+    orph: dict[str, WaitingEnd]
+    node: NotRequired[NodeMemory]
+
+
 @dataclass(slots=True)
 class Result:
-    state: dict
+    state: ResourceState
     outputs: list[Output] = field(default_factory=list)
     expiries: list[Expiry] = field(default_factory=list)
     counters: list[Counter] = field(default_factory=list)
@@ -96,5 +159,5 @@ class Result:
     changed: bool = True  # the state must be written back
 
 
-def new_state(partition: int) -> dict[str, Any]:
+def new_state(partition: int) -> ResourceState:
     return {"p": partition, "d": [], "dh": 0, "ops": {}, "orph": {}}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import to_datetime
+from .models import NodeMemory, to_datetime
 
 __all__ = ["GROUPS", "TRANSITIONAL", "apply", "in_transition_since", "record"]
 
@@ -58,11 +58,11 @@ def _snapshot(event: dict) -> dict[str, Any] | None:
     return data
 
 
-def new_node() -> dict:
+def new_node() -> NodeMemory:
     return {"f": {f: None for f in FIELDS}, "s": {}, "c": {}, "n": {}, "d": {}, "u": 0, "x": 0}
 
 
-def apply(node: dict | None, event: dict, ts: int) -> tuple[dict | None, bool]:
+def apply(node: NodeMemory | None, event: dict, ts: int) -> tuple[NodeMemory | None, bool]:
     """Fold one event of family baremetal.node into the node; returns (node, changed).
 
     Values: the newest event of a group wins. The change record must not depend on arrival order
@@ -116,7 +116,7 @@ def apply(node: dict | None, event: dict, ts: int) -> tuple[dict | None, bool]:
     return node, changed
 
 
-def in_transition_since(node: dict | None) -> int | None:
+def in_transition_since(node: NodeMemory | None) -> int | None:
     """The time the node entered its current provision state, if that state is transitional."""
     if node is None or node["f"].get("provision_state") not in TRANSITIONAL:
         return None
@@ -124,7 +124,7 @@ def in_transition_since(node: dict | None) -> int | None:
     return change[0] if change else None
 
 
-def record(node_uuid: str, node: dict) -> dict:
+def record(node_uuid: str, node: NodeMemory) -> dict:
     """The ``pipeline.node-state`` record (avro/node_state.avsc)."""
     values, changes = node["f"], node["c"]
     rec: dict[str, Any] = {"node_uuid": node_uuid}

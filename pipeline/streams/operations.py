@@ -1,14 +1,12 @@
 """The pure pairing state machine: (state, event) -> (new state, outputs, expiries, counters).
 
-One state record per resource (the Kafka key), holding:
+One state record per resource (the Kafka key), `models.ResourceState`, holding:
 
 * ``d``/``dh``: the dedup memory (see `dedup`);
-* ``ops``: open operations by name, each ``{"sm": start message id, "st": start time, "pub",
-  "dl": deadline, "al": missing_end raised at (0 = not yet), "tp": to_power, "pps": provision state
-  before, "fe": FSM event, "node"}``;
+* ``ops``: open operations by name (`models.OpenOperation`);
 * ``orph``: terminal events that came without a start, by operation, waiting ``orphan_grace`` for
-  it (Ironic documents that an ``.end`` can be emitted before its ``.start``);
-* ``node``: the node state, for node resources (see `nodes`).
+  it (Ironic documents that an ``.end`` can be emitted before its ``.start``; `models.WaitingEnd`);
+* ``node``: the node state, for node resources (see `nodes`, `models.NodeMemory`).
 
 Rules (docs/contracts.md, "Operations"):
 
@@ -33,10 +31,22 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from . import dedup, nodes
-from .models import SECOND, Counter, Expiry, Output, Result, Settings, new_state, to_datetime
+from .models import (
+    SECOND,
+    Counter,
+    Expiry,
+    OpenOperation,
+    Output,
+    ResourceState,
+    Result,
+    Settings,
+    WaitingEnd,
+    new_state,
+    to_datetime,
+)
 
 __all__ = ["on_event", "on_expiry", "pending", "output_id"]
 
@@ -65,7 +75,7 @@ def _data(event: dict) -> dict:
     return {}
 
 
-def _opened(event: dict, ts: int, settings: Settings) -> dict:
+def _opened(event: dict, ts: int, settings: Settings) -> OpenOperation:
     data = _data(event)
     return {
         "sm": event["message_id"], "st": ts, "pub": event.get("publisher_id") or "",
@@ -77,7 +87,7 @@ def _opened(event: dict, ts: int, settings: Settings) -> dict:
     }
 
 
-def _terminal(event: dict, ts: int, settings: Settings) -> dict:
+def _terminal(event: dict, ts: int, settings: Settings) -> WaitingEnd:
     data = _data(event)
     return {
         "em": event["message_id"], "et": ts, "pub": event.get("publisher_id") or "",
@@ -88,13 +98,14 @@ def _terminal(event: dict, ts: int, settings: Settings) -> dict:
     }
 
 
-def _op_record(resource: str, operation: str, start: dict | None, end: dict | None,
+def _op_record(resource: str, operation: str, opened: OpenOperation | None, ended: WaitingEnd | None,
                outcome: str, late: bool) -> Output:
-    st = start["st"] if start else None
-    et = end["et"] if end else None
-    start = start or {}
-    end = end or {}
-    rec = {
+    st = opened["st"] if opened else None
+    et = ended["et"] if ended else None
+    # either side may be missing (a superseded start has no end): read both as plain mappings
+    start: dict[str, Any] = cast(dict, opened) or {}
+    end: dict[str, Any] = cast(dict, ended) or {}
+    rec: dict[str, Any] = {
         "op_id": output_id("operation", resource, operation, start.get("sm"), end.get("em")),
         "resource_uuid": resource,
         "node_uuid": start.get("node") or end.get("node"),
@@ -119,7 +130,7 @@ def _alert(kind: str, resource: str, operation: str | None, token: Any, *, node:
            publisher: str, raised_at: int, started_at: int | None = None, deadline_at: int | None = None,
            ended_at: int | None = None, message_id: str | None = None,
            provision_state: str | None = None, detail: str = "") -> Output:
-    rec = {
+    rec: dict[str, Any] = {
         "alert_id": output_id(kind, resource, operation, token),
         "kind": kind,
         "resource_uuid": resource,
@@ -137,20 +148,20 @@ def _alert(kind: str, resource: str, operation: str | None, token: Any, *, node:
     return Output("alert", resource, rec["alert_id"], rec)
 
 
-def _orphan_alert(resource: str, operation: str, orphan: dict, raised_at: int) -> Output:
+def _orphan_alert(resource: str, operation: str, orphan: WaitingEnd, raised_at: int) -> Output:
     return _alert("orphan_end", resource, operation, orphan["em"], node=orphan.get("node"),
                   publisher=orphan["pub"], raised_at=raised_at, ended_at=orphan["et"],
                   message_id=orphan["em"],
                   detail=f"{orphan['oc']} of {operation} with no start")
 
 
-def _open(res: Result, resource: str, operation: str, opened: dict) -> None:
+def _open(res: Result, resource: str, operation: str, opened: OpenOperation) -> None:
     res.state["ops"][operation] = opened
     res.expiries.append(Expiry(opened["dl"], "deadline", operation, opened["sm"]))
     res.counters.append(Counter(opened["pub"], operation, "started"))
 
 
-def _supersede(res: Result, resource: str, operation: str, old: dict) -> None:
+def _supersede(res: Result, resource: str, operation: str, old: OpenOperation) -> None:
     res.outputs.append(_op_record(resource, operation, old, None, "superseded", False))
     res.counters.append(Counter(old["pub"], operation, "superseded"))
     if not old["al"]:  # a raised missing_end was counted as missing already
@@ -179,7 +190,7 @@ def _on_start(res: Result, resource: str, event: dict, ts: int, settings: Settin
     _open(res, resource, operation, opened)
 
 
-def _close(res: Result, resource: str, operation: str, start: dict, end: dict) -> None:
+def _close(res: Result, resource: str, operation: str, start: OpenOperation, end: WaitingEnd) -> None:
     late = bool(start["al"])
     res.outputs.append(_op_record(resource, operation, start, end, end["oc"], late))
     res.counters.append(Counter(start["pub"], operation, "ended"))
@@ -212,7 +223,7 @@ def _on_terminal(res: Result, resource: str, event: dict, ts: int, settings: Set
     res.expiries.append(Expiry(end["until"], "orphan", operation, end["em"]))
 
 
-def on_event(state: dict | None, event: dict, ts: int, settings: Settings, partition: int = 0,
+def on_event(state: ResourceState | None, event: dict, ts: int, settings: Settings, partition: int = 0,
              *, owned: bool = False) -> Result:
     """Fold one normalized event (event time `ts`, microseconds) into its resource's state.
 
@@ -240,7 +251,7 @@ def on_event(state: dict | None, event: dict, ts: int, settings: Settings, parti
     race = orphan is not None and ts <= orphan["until"]
     if event.get("family") == _NODE_FAMILY and not race:
         node, changed = nodes.apply(state.get("node"), event, ts)
-        if changed:
+        if changed and node is not None:  # a node changed is a node
             state["node"] = node
             res.outputs.append(Output("node_state", resource, output_id("node_state", event["message_id"]),
                                       nodes.record(resource, node)))
@@ -256,11 +267,11 @@ def on_event(state: dict | None, event: dict, ts: int, settings: Settings, parti
     return res
 
 
-def on_expiry(state: dict | None, resource: str, expiry: Expiry, watermark: int, settings: Settings,
+def on_expiry(state: ResourceState | None, resource: str, expiry: Expiry, watermark: int, settings: Settings,
               *, owned: bool = False) -> Result:
     """The watchdog's check once the watermark passed `expiry.due`; stale checks change nothing."""
     if state is None:
-        return Result({}, changed=False)
+        return Result(cast(ResourceState, {}), changed=False)
     if not owned:
         state = _copy(state)
     res = Result(state, changed=False)
@@ -294,7 +305,7 @@ def on_expiry(state: dict | None, resource: str, expiry: Expiry, watermark: int,
     elif kind == "stuck":
         node = state.get("node")
         since = nodes.in_transition_since(node)
-        if since is None or since != token or node["x"] == since:
+        if node is None or since is None or since != token or node["x"] == since:
             return res
         node["x"] = since
         res.changed = True
@@ -307,7 +318,7 @@ def on_expiry(state: dict | None, resource: str, expiry: Expiry, watermark: int,
     return res
 
 
-def pending(state: dict, settings: Settings) -> list[Expiry]:
+def pending(state: ResourceState, settings: Settings) -> list[Expiry]:
     """Every check still due for a stored state: rebuilds the watchdog after a restart or rebalance."""
     due: list[Expiry] = []
     for operation, op in state.get("ops", {}).items():
@@ -319,17 +330,17 @@ def pending(state: dict, settings: Settings) -> list[Expiry]:
         due.append(Expiry(orphan["until"], "orphan", operation, orphan["em"]))
     node = state.get("node")
     since = nodes.in_transition_since(node)
-    if since is not None and node["x"] != since:
+    if node is not None and since is not None and node["x"] != since:
         due.append(Expiry(since + int(settings.stuck_after_s * SECOND), "stuck", "", since))
     return due
 
 
-def _copy(state: dict) -> dict:
+def _copy(state: ResourceState) -> ResourceState:
     """A copy deep enough that the caller's state is never mutated."""
-    out = dict(state)
+    out = state.copy()
     out["d"] = [list(e) for e in state["d"]]
-    out["ops"] = {k: dict(v) for k, v in state["ops"].items()}
-    out["orph"] = {k: dict(v) for k, v in state["orph"].items()}
+    out["ops"] = {k: v.copy() for k, v in state["ops"].items()}
+    out["orph"] = {k: v.copy() for k, v in state["orph"].items()}
     node = state.get("node")
     if node is not None:
         out["node"] = {"f": dict(node["f"]), "s": dict(node["s"]), "c": dict(node["c"]),

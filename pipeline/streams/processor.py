@@ -25,7 +25,7 @@ from .. import codec, events
 from . import operations
 from . import state as state_view
 from .clock import heartbeat_of
-from .models import Counter, Output, micros
+from .models import Counter, Output, ResourceState, micros
 from .watchdog import Watchdog
 
 __all__ = ["DictStore", "Processor", "Record", "Sink"]
@@ -171,7 +171,7 @@ class Processor:
         if self.settings.stop_after and m.events >= self.settings.stop_after:
             self._stop_worker()
 
-    def _state(self, partition: int, key: bytes) -> dict | None:
+    def _state(self, partition: int, key: bytes) -> ResourceState | None:
         """The resource's state as this batch left it, read from the table the first time."""
         state = self._states.get(key)
         if state is None:
