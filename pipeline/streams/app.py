@@ -10,8 +10,9 @@ Tables (both keyed and partitioned exactly like the relay topics; values are orj
   each changelog partition is complete on its own); value: counts ``started, ended, errors,
   missing, late, orphaned, superseded``. Sum the rows over partitions for a publisher's totals.
 
-Process-local, not durable (rebuilt from traffic after a restart): `Recent` (last alerts, recent
-durations per operation) and `Metrics` (counters for /metrics).
+Process-local, not durable (rebuilt from traffic after a restart): `Metrics` (counters for
+/metrics) and the `Reporter` the agent tells what it published: the web views' `Observations`, or
+`Recent` (last alerts, recent durations per operation) when the worker runs without them.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 
@@ -30,7 +31,7 @@ from .command import SETTINGS
 from .models import Settings
 from .topics import Topics
 
-__all__ = ["Metrics", "Recent", "Runtime", "WorkerSettings", "create_app"]
+__all__ = ["Metrics", "Recent", "Reporter", "Runtime", "WorkerSettings", "create_app"]
 
 log = logging.getLogger("pipeline.worker")
 
@@ -100,8 +101,21 @@ class Metrics:
     watermarks: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> watermark (µs)
 
 
+class Reporter(Protocol):
+    """What the agent tells whoever shows its work (the web views' `Observations`): every event it
+    processed, every operation and alert record it published, every record it dead-lettered."""
+
+    def event(self, event_type: str) -> None: ...
+
+    def operation(self, record: dict) -> None: ...
+
+    def alert(self, record: dict) -> None: ...
+
+    def deadletter(self) -> None: ...
+
+
 class Recent:
-    """The last alerts and durations seen by this process, for the web views."""
+    """The last alerts and durations seen by this process: the reporter of a worker without web views."""
 
     def __init__(self, alerts: int = 1000, durations: int = 4096) -> None:
         self.alerts: collections.deque[dict] = collections.deque(maxlen=alerts)
@@ -111,7 +125,7 @@ class Recent:
         self.events_by_type: dict[str, int] = {}
         self.deadletters = 0
 
-    def on_operation(self, rec: dict) -> None:
+    def operation(self, rec: dict) -> None:
         op = rec["operation"]
         total = self.totals.setdefault(op, [0, 0])
         total[0] += 1
@@ -123,7 +137,7 @@ class Recent:
                 dq = self.durations[op] = collections.deque(maxlen=self._durations_len)
             dq.append(rec["duration_ms"])
 
-    def on_alert(self, rec: dict) -> None:
+    def alert(self, rec: dict) -> None:
         self.alerts.append(rec)
 
     def event(self, event_type: str) -> None:
@@ -136,7 +150,7 @@ class Recent:
 class Runtime:
     """Everything the agent and the web views share; one per worker process."""
 
-    def __init__(self, settings: WorkerSettings, app: faust.App, partitions: int) -> None:
+    def __init__(self, settings: WorkerSettings, app: faust.App, partitions: int, reporter: Reporter | None = None) -> None:
         self.settings = settings
         self.app = app
         self.partitions = partitions
@@ -170,7 +184,7 @@ class Runtime:
         self.deadletter = app.topic(self.topic_names.deadletter, key_type=bytes, value_type=bytes,
                                     key_serializer="raw", value_serializer="raw")
         self.metrics = Metrics()
-        self.recent = Recent()
+        self.reporter: Reporter = reporter if reporter is not None else Recent()
         self.ready = False  # tables recovered and the watchdog rebuilt at least once
         self.processor: Any = None  # agents.Processor, set by agents.install
 
@@ -187,8 +201,9 @@ def _credentials(kafka: Mapping[str, Any]) -> Any:
     return None
 
 
-def create_app(settings: WorkerSettings, partitions: int) -> Runtime:
-    """A faust app with the worker's tables, topics and agent; `partitions` as `topics.ensure` found."""
+def create_app(settings: WorkerSettings, partitions: int, reporter: Reporter | None = None) -> Runtime:
+    """A faust app with the worker's tables, topics and agent; `partitions` as `topics.ensure` found;
+    the agent reports to `reporter` (a `Recent` when None)."""
     data_dir = Path(settings.data_dir) / settings.app_id  # apps must not share RocksDB files
     data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -220,7 +235,7 @@ def create_app(settings: WorkerSettings, partitions: int) -> Runtime:
         consumer_group_instance_id=settings.group_instance_id,  # /table would dump raw state; the web views are the interface
         autodiscover=False,
     )
-    rt = Runtime(settings, app, partitions)
+    rt = Runtime(settings, app, partitions, reporter)
     from . import agents
 
     agents.install(rt)

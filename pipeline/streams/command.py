@@ -137,14 +137,6 @@ def settings_from_args(args: argparse.Namespace):
     )
 
 
-def _install_web(rt) -> None:
-    """The web views (pipeline.web, another module) register their pages on the same app."""
-    if importlib.util.find_spec("pipeline.web") is None:
-        return
-    web = importlib.import_module("pipeline.web")
-    install = getattr(web, "install", None)
-    if install is not None:
-        install(rt)
 
 
 def _forget_unclean_tables(rt, settings):
@@ -187,9 +179,13 @@ def run(args: argparse.Namespace) -> int:
                                   f"{named.alerts}-value": "alert"},
                         reads={f"{topic}-value": codec.NOTIFICATION for topic in named.sources})
     partitions = topics.ensure(settings.client_kwargs(), settings.topics, settings.partitions, settings.replication)
-    rt = create_app(settings, partitions)
-    if settings.web_enabled:
-        _install_web(rt)
+    if settings.web_enabled:  # the views (pipeline.web) show what the agent reports, on the same app
+        from pipeline import web
+
+        rt = create_app(settings, partitions, web.observations(partitions))
+        web.install(rt)
+    else:
+        rt = create_app(settings, partitions)
     clean_marker = _forget_unclean_tables(rt, settings)
     started = time.monotonic()
     worker = faust.Worker(rt.app, loglevel=settings.loglevel, quiet=True)

@@ -57,7 +57,7 @@ class Processor:
         self.resources = resources  # get_in(partition, key), put(partition, key, value), items()
         self.loss = loss
         self.metrics = rt.metrics
-        self.recent = rt.recent
+        self.reporter = rt.reporter
         self.watchdog = Watchdog(int(rt.settings.lateness_s * 1_000_000))
         self.sink: Sink = sink or self._send
         # outputs of the current batch, in order: (topic, key, value, partition, headers)
@@ -147,7 +147,7 @@ class Processor:
                 res = operations.on_event(state, event, ts, machine, partition, owned=True)
                 if res.verdict == "new":
                     m.processed += 1
-                    self.recent.event(event["event_type"])
+                    self.reporter.event(event["event_type"])
                     states[key] = res.state
                     self._commit(lane, key, res)
                 elif res.verdict == "duplicate":
@@ -199,10 +199,10 @@ class Processor:
             self.sink(out.kind, out.key.encode(), out, partition)
             self.metrics.outputs[out.kind] += 1
             if out.kind == "operation":
-                self.recent.on_operation(out.record)
+                self.reporter.operation(out.record)
             elif out.kind == "alert":
                 self.metrics.alerts[out.record["kind"]] += 1
-                self.recent.on_alert(out.record)
+                self.reporter.alert(out.record)
         res.state["t"] = topic
         res.state["w"] = self.watchdog.watermark(lane)
         self._dirty[key] = partition
@@ -224,7 +224,7 @@ class Processor:
 
     def _deadletter(self, topic: str, partition: int, key: bytes | None, value: bytes, exc: Exception) -> None:
         self.metrics.undecodable += 1
-        self.recent.deadletter()
+        self.reporter.deadletter()
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         self.rt.deadletter.send_soon(key=key, value=value, headers=[
             ("reason", reason.encode()), ("source", f"{topic}:{partition}".encode())])

@@ -141,11 +141,6 @@ class Observations:
         self.alerts_by_type[kind] = self.alerts_by_type.get(kind, 0) + 1
         self._keep_alert(record, self.partition_of(record) if partition is None else partition)
 
-    # the names the stream agents' `Recent` used
-    on_event = event
-    on_operation = operation
-    on_alert = alert
-
     def _sketch_operation(self, record: Mapping[str, Any], partition: int) -> None:
         loading = self.loading.get(partition)
         if loading is not None and record.get("op_id"):

@@ -220,17 +220,20 @@ def source_from_runtime(rt: Any, scan_cache_s: float = 2.0) -> WebSource:
     )
 
 
-def install(rt: Any, args: argparse.Namespace | None = None) -> WebViews:
-    """What `pipeline worker` calls once its app is built: the agents report to our Observations
-    (they call `rt.recent.on_operation/on_alert/on_event`), and the views are mounted."""
+def observations(partitions: int, args: argparse.Namespace | None = None) -> Observations:
+    """What the views show, made before the worker's app: the agent reports to it from its first record."""
     window_s = getattr(args, "stats_window", None) or _seconds("STATS_WINDOW_S", 900.0)
     slice_s = getattr(args, "stats_slice", None) or _seconds("STATS_SLICE_S", 60.0)
+    return Observations(window_s=window_s, slice_s=min(slice_s, window_s), partitions=partitions)
+
+
+def install(rt: Any, args: argparse.Namespace | None = None) -> WebViews:
+    """What `pipeline worker` calls once its app is built with `observations(...)` as its reporter:
+    the views are mounted on the app."""
+    observations = rt.reporter
+    if not isinstance(observations, Observations):
+        raise TypeError("the worker's app reports to no Observations: build it with create_app(..., observations(...))")
     scan_cache_s = getattr(args, "web_scan_cache", None) or _seconds("WEB_SCAN_CACHE_S", 2.0)
-    observations = Observations(window_s=window_s, slice_s=min(slice_s, window_s), partitions=rt.partitions)
-    rt.recent = observations
-    processor = getattr(rt, "processor", None)
-    if processor is not None:
-        processor.recent = observations
     views = register(rt.app, source_from_runtime(rt, scan_cache_s), observations, token=secret("WEB_TOKEN"))
     views.extra_counters = lambda: _runtime_counters(rt)
 

@@ -43,10 +43,10 @@ def test_buckets_run_from_a_second_to_four_hours_through_every_catalog_deadline(
 def test_the_histogram_counts_every_operation_record_with_a_duration_once() -> None:
     obs = Observations(partitions=6)
     for ms in (800, 1000, 12_000, 300_000, 300_001):
-        obs.on_operation(_operation(POWER, "success", ms))
-    obs.on_operation(_operation(POWER, "error", 45_000))
-    obs.on_operation(_operation(DEPLOY, "success", 20 * 60_000))
-    obs.on_operation(_operation(DEPLOY, "superseded", None))  # no end: counted, no duration
+        obs.operation(_operation(POWER, "success", ms))
+    obs.operation(_operation(POWER, "error", 45_000))
+    obs.operation(_operation(DEPLOY, "success", 20 * 60_000))
+    obs.operation(_operation(DEPLOY, "superseded", None))  # no end: counted, no duration
     got = _samples(WorkerFigures(), obs)
     power_ok = (("operation", POWER), ("outcome", "success"))
     def bucket(le: str) -> float:
@@ -89,7 +89,7 @@ def test_node_and_open_operation_gauges_sum_to_the_fleet_without_a_label_per_uui
 
 def test_alert_counters_exist_from_zero_and_build_info_names_the_version() -> None:
     obs = Observations()
-    obs.on_alert({"kind": "missing_end", "resource_uuid": "n1", "alert_id": "x"})
+    obs.alert({"kind": "missing_end", "resource_uuid": "n1", "alert_id": "x"})
     got = _samples(WorkerFigures(), obs)
     assert got[("pipeline_alerts_total", (("type", "missing_end"),))] == 1
     for kind in ("orphan_end", "resolved_late", "stuck_state"):
@@ -118,8 +118,8 @@ def test_promtool_finds_nothing_against_the_naming_rules() -> None:
     if promtool is None:
         pytest.fail("promtool is missing: run `make tools` (tests/monitoring/tools.sh installs Debian's prometheus)")
     obs = Observations()
-    obs.on_operation(_operation(POWER, "success", 1000))
-    obs.on_alert({"kind": "missing_end", "resource_uuid": "n1", "alert_id": "x"})
+    obs.operation(_operation(POWER, "success", 1000))
+    obs.alert({"kind": "missing_end", "resource_uuid": "n1", "alert_id": "x"})
     obs.event("baremetal.node.power_set.start")
     figures = WorkerFigures(
         nodes=[{"power_state": "power on", "provision_state": "active", "maintenance": False, "stuck": False}],
