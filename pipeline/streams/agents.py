@@ -28,7 +28,7 @@ import collections
 import functools
 import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from time import monotonic
 from typing import Any
 
@@ -200,9 +200,20 @@ def install(rt: Any) -> None:
     app = rt.app
     sources = set(rt.topic_names.sources)
     faust_patches.apply(app, sources)
-    resources, loss = TableWriter(rt.resources), TableWriter(rt.loss)
-    processor = Processor(rt, resources, loss)
-    rt.processor = processor
+    processor = rt.processor = Processor(rt, TableWriter(rt.resources), TableWriter(rt.loss))
+    check_delivery = _delivery_check(app)
+    rt.changelog_queue = ChangelogQueue(app, check_delivery)
+    first_offsets: dict[tuple[str, int], int] = {}  # lane -> the first offset read since assignment
+    _on_assignment(app, processor, sources, first_offsets)
+    _watch_commits(rt, sources)
+    _dump_tasks_on_sigusr1(app)
+    produce = _producer(app, processor, rt.changelog_queue, check_delivery)
+    _agent(rt, processor, produce, first_offsets)
+
+
+def _delivery_check(app: Any) -> Callable[[Any], None]:
+    """The callback of every produced record: the first failure crashes the app, so nothing is
+    committed past a record Kafka did not take."""
     failures: list[BaseException] = []
 
     def check_delivery(fut: Any) -> None:
@@ -211,9 +222,11 @@ def install(rt: Any) -> None:
             log.error("a record could not be produced (%s): stopping without committing past it", fut.exception())
             asyncio.ensure_future(app.crash(fut.exception()))
 
-    changelog = ChangelogQueue(app, check_delivery)
-    rt.changelog_queue = changelog
+    return check_delivery
 
+
+def _producer(app: Any, processor: Processor, changelog: ChangelogQueue,
+              check_delivery: Callable[[Any], None]) -> Callable[[], Awaitable[None]]:
     async def produce() -> None:
         """The batch's outputs to the producer now, its changelog records once they are acked."""
         outputs = []
@@ -230,8 +243,10 @@ def install(rt: Any) -> None:
             changelog.put(outputs, records)
         changelog.kick()
 
-    first_offsets: dict[tuple[str, int], int] = {}
+    return produce
 
+
+def _on_assignment(app: Any, processor: Processor, sources: set[str], first_offsets: dict) -> None:
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
         first_offsets.clear()
@@ -250,6 +265,9 @@ def install(rt: Any) -> None:
     async def _hold_flow_for_seek(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
         await faust_patches.hold_flow_for_seek(app)
 
+
+def _watch_commits(rt: Any, sources: set[str]) -> None:
+    app = rt.app
     stalls: dict[Any, tuple[int, int]] = {}
 
     @app.timer(5.0)
@@ -266,6 +284,8 @@ def install(rt: Any) -> None:
             rt.metrics.reread += head - committed
             await consumer.seek(tp, committed)
 
+
+def _dump_tasks_on_sigusr1(app: Any) -> None:
     @app.task
     async def _dump_on_sigusr1() -> None:
         """`kill -USR1 <pid>`: every asyncio task's stack to the log (what is the worker waiting on?)."""
@@ -284,6 +304,11 @@ def install(rt: Any) -> None:
             log.warning("asyncio tasks:\n%s", out.getvalue())
 
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
+
+
+def _agent(rt: Any, processor: Processor, produce: Callable[[], Awaitable[None]], first_offsets: dict) -> None:
+    """The agent over the relay topics: records gathered into `Batches`, each folded by the processor."""
+    app = rt.app
 
     def fold_records(events: list) -> Any:
         records: list = []
