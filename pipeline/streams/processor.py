@@ -114,18 +114,7 @@ class Processor:
             m.first_at, m.cpu_first = monotonic(), process_time()
         if self.stale:
             self.rebuild()
-        # (topic, partition, key, event or the raw value, event time or heartbeat or the error)
-        decoded: list[tuple[str, int, bytes | None, Any, Any]] = []
-        for topic, partition, key, value in records:
-            try:
-                event, ts = codec.read_event(value)
-                if key is None and event.get("event_type") == events.HEARTBEAT_EVENT_TYPE:
-                    # a bridge's heartbeat: (bridge, vouched, sent, interval) instead of a time
-                    decoded.append((topic, partition, key, event, heartbeat_of(event)))
-                else:
-                    decoded.append((topic, partition, key, event, micros(event["timestamp"]) if ts is None else ts))
-            except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
-                decoded.append((topic, partition, key, value, exc))
+        decoded = _decode(records)
         wd = self.watchdog
         machine = self.machine
         states = self._states
@@ -274,3 +263,19 @@ class Processor:
         if ids:
             self.guarded[partition] = ids
             log.info("partition %d: %d outputs already published will not be sent again", partition, len(ids))
+
+
+def _decode(records: Sequence[Record]) -> list[tuple[str, int, bytes | None, Any, Any]]:
+    """(topic, partition, key, the event or the raw value, its event time, or the heartbeat, or the error)."""
+    decoded: list[tuple[str, int, bytes | None, Any, Any]] = []
+    for topic, partition, key, value in records:
+        try:
+            event, ts = codec.read_event(value)
+            if key is None and event.get("event_type") == events.HEARTBEAT_EVENT_TYPE:
+                # a bridge's heartbeat: (bridge, vouched, sent, interval) instead of a time
+                decoded.append((topic, partition, key, event, heartbeat_of(event)))
+            else:
+                decoded.append((topic, partition, key, event, micros(event["timestamp"]) if ts is None else ts))
+        except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
+            decoded.append((topic, partition, key, value, exc))
+    return decoded
