@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import os
 import resource
@@ -162,6 +163,18 @@ def _forget_unclean_tables(rt, settings):
     return marker
 
 
+def _quiet_collector() -> None:
+    """The worker's objects live long (table caches, the watchdog's heaps, the views' sketches) and
+    hold few reference cycles: refcounting frees nearly all its garbage. With Python's default
+    thresholds the cyclic collector still ran a full collection about twice a second under load,
+    each 50-250 ms with almost nothing to collect (measured with gc.callbacks in a bench run), and
+    those pauses were the end-to-end p99. The objects made at start-up are frozen out of it, and a
+    young collection runs every 50,000 allocations instead of 700, so that a batch's short-lived
+    objects are gone before one and are not promoted to the old generation."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run(args: argparse.Namespace) -> int:
     # faust's compiled stream iterator awaits the channel for every event even when values are
     # queued; the pure-Python one takes them directly (measured: about a third more events/s)
@@ -187,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         rt = create_app(settings, partitions)
     clean_marker = _forget_unclean_tables(rt, settings)
+    _quiet_collector()
     started = time.monotonic()
     worker = faust.Worker(rt.app, loglevel=settings.loglevel, quiet=True)
     try:
