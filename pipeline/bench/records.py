@@ -15,7 +15,7 @@ from pipeline import codec, events
 from pipeline.simulate import outputs
 from pipeline.simulate.command import unique_id
 from pipeline.simulate.fleet import Fleet
-from pipeline.simulate.model import TERMINAL, Event
+from pipeline.simulate.model import START, TERMINAL, Event
 
 __all__ = ["KafkaRecord", "Published", "Workload", "kafka_record"]
 
@@ -63,11 +63,16 @@ class Workload:
             yield next(self._stream)
 
     def publish_list(self, count: int) -> list[Published]:
+        """The next `count` events as published. A terminal event is timed (`end_key`) only when its
+        operation's start is among them: the slice begins mid-life, and an end whose start was in an
+        earlier slice (another stage's topics) can only become an orphan_end, never a record."""
+        chosen = list(self.events(count))
+        started = {id(e.op) for e in chosen if e.op is not None and e.role == START}
         out = []
-        for event in self.events(count):
+        for event in chosen:
             body, exchange, routing_key = outputs.render(event, unique_id(event.message_id), self.topics)
             end_key = None
-            if event.op is not None and event.role in TERMINAL:
+            if event.op is not None and event.role in TERMINAL and id(event.op) in started:
                 end_key = (event.op.resource_uuid, event.op.operation, event.message_id)
             out.append(Published(body, exchange, routing_key, end_key))
         return out
