@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import types
 from collections.abc import Generator
 from typing import Any, cast
 
@@ -49,84 +50,85 @@ def use_inline_drain(consumer: Any) -> None:
     Can go: when upstream stops racing two tasks per message; re-diff the copy on every upgrade
     (`PATCHED_SOURCES`).
     """
+    consumer._drain_messages = types.MethodType(_inline_drain, consumer)
+
+
+async def _inline_drain(self: Any, fetcher: Any) -> None:
+    """faust 0.15.3's `Consumer._drain_messages`, whole, so that it diffs against upstream; the only
+    change is the callback call (marked below)."""
     from faust.transport.consumer import CONSUMER_FETCHING
     from mode import Service
 
-    self = consumer
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = cast(Service, self)._stopped.is_set
+    fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+    suspended = self.suspend_flow.is_set
 
-    async def _drain_messages(fetcher: Any) -> None:
-        # faust 0.15.3's loop; the only change is the callback call (marked below)
-        callback = self.callback
-        getmany = self.getmany
-        consumer_should_stop = cast(Service, self)._stopped.is_set
-        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-        suspended = self.suspend_flow.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
 
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        flag_consumer_fetching = CONSUMER_FETCHING
-        set_flag = self.diag.set_flag
-        unset_flag = self.diag.unset_flag
-        commit_every = self._commit_every
-        acks_enabled_for = self.app.topics.acks_enabled_for
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
 
-        yield_every = 100
-        num_since_yield = 0
-        sleep = asyncio.sleep
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = getmany(timeout=1.0)
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
 
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                set_flag(flag_consumer_fetching)
-                ait = getmany(timeout=1.0)
-                await self.sleep(0)
-                if not self.should_stop:
-                    async for tp, message in ait:
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
-
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset:
-                                if acks_enabled_for(message.topic):
-                                    await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None:
-                                if self._n_acked >= commit_every:
-                                    self._n_acked = 0
-                                    await self.commit()
-                            # --- changed: inline first, faust's race only if it would block
-                            if suspended():
-                                await self.wait_first(callback(message), self.suspend_flow.wait())
-                            else:
-                                coro = callback(message)
-                                try:
-                                    pending = coro.send(None)
-                                except StopIteration:
-                                    pass
-                                else:
-                                    await self.wait_first(_Resume(coro, pending), self.suspend_flow.wait())
-                            # --- end of change
-                            set_read_offset(tp, offset)
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset:
+                            if acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        # --- changed: inline first, faust's race only if it would block
+                        if suspended():
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
                         else:
-                            self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
-                    unset_flag(flag_consumer_fetching)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                self.log.info("Broker stopped consumer, shutting down...")
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                self.log.info("Consumer shutting down for user cancel.")
-                return
-            raise
-        except Exception as exc:
-            self.log.exception("Drain messages raised: %r", exc)
-            raise
-        finally:
-            unset_flag(flag_consumer_fetching)
+                            coro = callback(message)
+                            try:
+                                pending = coro.send(None)
+                            except StopIteration:
+                                pass
+                            else:
+                                await self.wait_first(_Resume(coro, pending), self.suspend_flow.wait())
+                        # --- end of change
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
+                unset_flag(flag_consumer_fetching)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
 
-    consumer._drain_messages = _drain_messages
