@@ -250,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             await run_bridge(settings, source, stop, on_ready)
         finally:
+            stop.set()  # the relay may have ended on its own (a refused declaration): so do the heartbeats
             for task in beating:
                 task.cancel()
             await asyncio.gather(*beating, return_exceptions=True)

@@ -223,5 +223,7 @@ class Heartbeat:
 async def _quiet_stop(producer: AIOKafkaProducer) -> None:
     try:
         await asyncio.wait_for(producer.stop(), 10)
-    except BaseException:  # noqa: BLE001 - shutting down a producer that may never have connected
+    except Exception:  # noqa: BLE001 - shutting down a producer that may never have connected
+        # not BaseException: a cancellation swallowed here kept the heartbeat loop (and the
+        # process, which waits for it) running after the bridge had stopped
         pass

@@ -129,3 +129,21 @@ async def test_a_bridge_never_caught_up_writes_nothing_and_opens_no_producer() -
     hb = _heartbeat(lambda: 5, [0, 0])
     assert await hb.beat() == 0 and await hb.beat() == 0
     assert hb._producer is None and hb.vouched is None
+
+
+async def test_stopping_the_heartbeat_producer_lets_a_cancellation_through() -> None:
+    """A bridge whose relay ended cancels its heartbeat task and waits for it: a cancellation that
+    arrives while the heartbeat stops its producer must end the task, or the process never exits."""
+    import asyncio
+
+    from pipeline.bridge.heartbeat import _quiet_stop
+
+    class SlowProducer:
+        async def stop(self) -> None:
+            await asyncio.sleep(5)
+
+    task = asyncio.ensure_future(_quiet_stop(SlowProducer()))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
