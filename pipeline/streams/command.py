@@ -138,8 +138,6 @@ def settings_from_args(args: argparse.Namespace):
     )
 
 
-
-
 def _forget_unclean_tables(rt, settings):
     """RocksDB tables left by a worker that did not stop cleanly may hold writes whose changelog
     records (and outputs) never reached Kafka: after a SIGKILL the local state can be ahead of what

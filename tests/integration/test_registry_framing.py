@@ -114,11 +114,11 @@ async def _settled(topics: list[str], at_least: int, timeout: float, count=None)
     count_of = count or (lambda ts: count_records(KAFKA, ts))
     deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
     while time.monotonic() < deadline:
-        count = await count_of(topics)
-        if count != last:
-            last, since = count, time.monotonic()
-        elif count >= at_least and time.monotonic() - since >= 6:
-            return count
+        n = await count_of(topics)
+        if n != last:
+            last, since = n, time.monotonic()
+        elif n >= at_least and time.monotonic() - since >= 6:
+            return n
         await asyncio.sleep(1)
     raise TimeoutError(f"{topics}: {last} records, expected at least {at_least}")
 
