@@ -29,7 +29,6 @@ import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
-from time import monotonic
 from typing import Any
 
 from . import faust_patches
@@ -151,48 +150,24 @@ async def send_batches(producer: Any, records: Iterable[tuple[str, bytes, bytes,
 
 
 class Batches:
-    """The agent's records, gathered into batches and folded by `fold_records` (which returns an
-    awaitable that hands on the outputs and changelog), then acked.
+    """The agent's records, folded a batch at a time by `fold_records` (which returns an awaitable
+    that hands on the outputs and changelog), then acked.
 
-    A batch is what the stream has buffered when a record arrives, up to `size`: a backlog is
-    folded a thousand records at a time, a trickle one by one, with no added latency. Records are
-    acked only after their batch has been handed on. One case needs a timer (`fold_if_idle`):
-    between two records of a backlog the stream can stop (a rebalance suspends faust's flow and the
-    queued records are dropped unread), and faust then waits, with no timeout, for every record it
-    handed out to be acked (Consumer.wait_empty): a batch left holding would stall the rebalance.
+    A batch is what the stream's channel holds when the agent reads it, up to `size`
+    (faust_patches.event_batches): a backlog is folded a thousand records at a time, a trickle one
+    by one, with no added latency and nothing held between two reads. Records are acked only after
+    their batch has been handed on; faust's rebalance waits for every record it handed out to be
+    acked (Consumer.wait_empty), which the next read does not delay.
     """
-
-    IDLE_S = 0.05  # a held batch older than this, while the agent waits, is folded by the timer
 
     def __init__(self, fold_records: Callable[[list], Any], size: int) -> None:
         self.fold_records = fold_records
         self.size = size
-        self.held: list = []  # events gathered, not yet folded (not acked)
-        self.since = 0.0  # monotonic time the first of them was gathered
-        self.stream: Any = None  # the stream that acks them
-        self.lock = asyncio.Lock()
 
-    async def add(self, stream: Any, event: Any, nothing_buffered: bool) -> None:
-        if not self.held:
-            self.since = monotonic()
-            self.stream = stream
-        self.held.append(event)
-        if nothing_buffered or len(self.held) >= self.size:
-            await self.fold()
-
-    async def fold_if_idle(self, now: float) -> None:
-        if self.held and now - self.since > self.IDLE_S:
-            await self.fold()
-
-    async def fold(self) -> None:
-        async with self.lock:  # the agent and the timer: one batch at a time, in order
-            if not self.held:
-                return
-            batch, stream = self.held[:], self.stream
-            self.held.clear()
-            await self.fold_records(batch)
-            for event in batch:
-                await stream.ack(event)
+    async def fold(self, stream: Any, events: list) -> None:
+        await self.fold_records(events)
+        for event in events:
+            await stream.ack(event)
 
 
 def install(rt: Any) -> None:
@@ -322,11 +297,7 @@ def _agent(rt: Any, processor: Processor, produce: Callable[[], Awaitable[None]]
         processor.handle_batch(records)
         return produce()
 
-    batches = rt.batches = Batches(fold_records, rt.settings.batch_size)
-
-    @app.timer(Batches.IDLE_S)
-    async def _fold_held() -> None:
-        await batches.fold_if_idle(monotonic())
+    batches = Batches(fold_records, rt.settings.batch_size)
 
     @app.agent(rt.source, name="pipeline-agent", concurrency=1)
     async def process(stream: Any) -> Any:
@@ -334,8 +305,7 @@ def _agent(rt: Any, processor: Processor, produce: Callable[[], Awaitable[None]]
         # of aiokafka's producer would build a log record, a fifth of the per-event cost
         logging.getLogger().setLevel(getattr(logging, rt.settings.loglevel.upper(), logging.WARNING))
         manual = stream.noack()  # acked by Batches, after the batch they are in
-        nothing_buffered = manual.channel.queue.empty
-        async for event in manual.events():
-            await batches.add(manual, event, nothing_buffered())
+        async for events in faust_patches.event_batches(manual, batches.size):
+            await batches.fold(manual, events)
 
     rt.agent = process

@@ -313,32 +313,30 @@ async def test_outputs_encode_with_their_schemas(h: Harness) -> None:
     assert kinds == {"operation", "alert", "node_state"}
 
 
-async def test_a_batch_held_while_the_stream_stops_is_folded_by_the_timer() -> None:
-    """The agent holds records while more are buffered; if the stream then stops (a rebalance
-    drops the queued records unread), the timer folds and acks what is held: faust's rebalance
-    waits for those acks without a timeout."""
-    from pipeline.streams.agents import Batches
+async def test_what_the_channel_holds_is_folded_as_one_batch(h: Harness) -> None:
+    """faust_patches.event_batches: the records buffered when the agent reads are one batch (one
+    turn of the loop for all of them), a record arriving alone is a batch of one; each is folded
+    once, in order."""
+    sizes: list[int] = []
+    handle_batch = h.rt.processor.handle_batch
 
-    folded: list[list] = []
-    acked: list = []
+    def counted(records):
+        sizes.append(len(records))
+        handle_batch(records)
 
-    async def produced() -> None:
-        pass
-
-    class Stream:
-        async def ack(self, event) -> None:
-            acked.append(event)
-
-    batches = Batches(lambda events: (folded.append(list(events)), produced())[1], size=1000)
-    await batches.add(Stream(), "e1", nothing_buffered=False)
-    await batches.add(Stream(), "e2", nothing_buffered=False)
-    assert folded == [] and acked == []  # more was buffered: still gathering
-    await batches.fold_if_idle(batches.since + Batches.IDLE_S / 2)
-    assert folded == []  # not idle yet
-    await batches.fold_if_idle(batches.since + Batches.IDLE_S * 2)
-    assert folded == [["e1", "e2"]] and acked == ["e1", "e2"]
-    await batches.add(Stream(), "e3", nothing_buffered=True)  # nothing else buffered: at once
-    assert folded[-1] == ["e3"] and acked[-1] == "e3"
+    h.rt.processor.handle_batch = counted
+    nodes = [str(uuid.uuid4()) for _ in range(5)]
+    for n in nodes:  # no await yields to the agent between these puts
+        _, key, value, headers = s.relay(s.normalized(power("start", n, 0, to_power="power on")))
+        await h.agent.put(key=key, value=value, partition=0, headers=headers, wait=False)
+    for _ in range(400):
+        if h.rt.metrics.events >= 5:
+            break
+        await asyncio.sleep(0.005)
+    await h.put(power("end", nodes[0], 3, power_state="power on"))
+    assert sizes == [5, 1]
+    assert [r["node_uuid"] for r in h.of("node_state")][:5] == nodes
+    assert [r["operation"] for r in h.of("operation")] == [POWER]
 
 
 # --- the bridges' heartbeats move a quiet lane (README, The clock) -------------------------------

@@ -11,6 +11,7 @@ upstream stands, and when it can go; one module per patched area:
 * `producer`: 5. direct sends, and the changelog released before faust's commit;
 * `stores`: 6. table stores by partition;
 * `decode`: 7. the relay topics' records handed on as the bytes they are;
+* `stream`: 8. the stream read a batch at a time;
 * `pins`: `REQUIRED` lists every private name the patches touch, and `PATCHED_SOURCES` the hash of
   each faust method a patch copies; tests/unit/test_faust_patches.py fails when an upgrade
   removes, renames or rewrites one of them.
@@ -31,6 +32,7 @@ from .offsets import hold_flow_for_seek, repair_acked_offsets, rewind_uncommitte
 from .pins import AIOKAFKA_VERSION, FAUST_VERSION, PATCHED_SOURCES, REQUIRED, missing, source_drift
 from .producer import aiokafka_producer, flush_first
 from .stores import PartitionStore
+from .stream import event_batches
 
 __all__ = [
     "AIOKAFKA_VERSION",
@@ -42,6 +44,7 @@ __all__ = [
     "aiokafka_producer",
     "apply",
     "crashed",
+    "event_batches",
     "flush_first",
     "hold_flow_for_seek",
     "install_lean_monitor",

@@ -11,7 +11,8 @@ FAUST_VERSION = "0.15.3"
 AIOKAFKA_VERSION = "0.14.0"
 
 # (importable owner, attribute, how to find it): "class" = on the class; "consumer" = on a consumer
-# instance faust created (set in __init__); "store" = on a rocksdb store class
+# instance faust created (set in __init__); "store" = on a rocksdb store class; "instance" = set
+# in the class's __init__
 REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.app.base:App", "_new_consumer", "class"),
     ("faust.transport.consumer:Consumer", "_drain_messages", "class"),
@@ -48,6 +49,14 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("mode.services:Service", "_crashed", "consumer"),
     ("aiokafka.producer.producer:AIOKafkaProducer", "send", "class"),
     ("faust.topics:Topic", "_compile_decode", "class"),
+    ("faust.streams:Stream", "_on_message_in", "instance"),
+    ("faust.streams:Stream", "_on_stream_event_in", "instance"),
+    ("faust.streams:Stream", "_processors", "instance"),
+    ("faust.transport.consumer:Consumer", "unacked", "class"),
+    ("faust.types.tuples:Message", "tracked", "instance"),
+    ("faust.types.tuples:Message", "generation_id", "instance"),
+    ("faust.app.base:App", "consumer_generation_id", "class"),
+    ("mode.utils.queues:ThrowableQueue", "get_nowait", "class"),
 )
 
 # faust methods a patch copies or wraps, with the sha256 of their source as of FAUST_VERSION:
@@ -70,6 +79,9 @@ PATCHED_SOURCES: dict[str, str] = {
         "a9a8d9f63e03744fb9fcfbb3dfc03acd949032c0515fa2384c7b8c1d40378059",
     "faust.app.base:App.create_event":
         "15fea3d1e95e6625b2f6a969e9ce4bbed786bed15fde58f0c6518f6e461f7a10",
+    # stream.event_batches keeps the per-event bookkeeping of this iterator
+    "faust.streams:Stream._py_aiter":
+        "3a48ee257a65435b482d51edb74f2993a67867949b1ef89b49fea893769e0614",
     "faust.topics:Topic._compile_decode":
         "6474178f8c211c056192d1b1a470cd9a617a3d7c59babf9b9297b24e3e507c26",
 }
@@ -114,7 +126,7 @@ def missing(required: tuple[tuple[str, str, str], ...] = REQUIRED, consumer: Any
             continue
         if how == "consumer" and consumer is not None:
             found = hasattr(consumer, attribute)
-        elif how in ("consumer", "store"):
+        elif how in ("consumer", "store", "instance"):
             found = _instance_has(obj, attribute)
         else:
             found = hasattr(obj, attribute)
