@@ -1,7 +1,7 @@
 """The agent: one stream over every relay topic, concurrency 1, the pure state machine inside.
 
 The body (`processor.Processor`) works on batches (what the stream has buffered, acked after the
-batch); here is the faust wiring around it: the batches (`Batches`), the table writers and the
+batch); here is the faust wiring around it: the agent's batches, the table writers and the
 producer. A batch's outputs go to the producer in order, then its table writes as one group of
 changelog records.
 
@@ -34,7 +34,7 @@ from typing import Any
 from . import faust_patches
 from .processor import DictStore, Processor
 
-__all__ = ["Batches", "DictStore", "Processor", "install", "send_batches"]
+__all__ = ["DictStore", "Processor", "install", "send_batches"]
 
 log = logging.getLogger("pipeline.worker")
 
@@ -149,27 +149,6 @@ async def send_batches(producer: Any, records: Iterable[tuple[str, bytes, bytes,
     return sent
 
 
-class Batches:
-    """The agent's records, folded a batch at a time by `fold_records` (which returns an awaitable
-    that hands on the outputs and changelog), then acked.
-
-    A batch is what the stream's channel holds when the agent reads it, up to `size`
-    (faust_patches.event_batches): a backlog is folded a thousand records at a time, a trickle one
-    by one, with no added latency and nothing held between two reads. Records are acked only after
-    their batch has been handed on; faust's rebalance waits for every record it handed out to be
-    acked (Consumer.wait_empty), which the next read does not delay.
-    """
-
-    def __init__(self, fold_records: Callable[[list], Any], size: int) -> None:
-        self.fold_records = fold_records
-        self.size = size
-
-    async def fold(self, stream: Any, events: list) -> None:
-        await self.fold_records(events)
-        for event in events:
-            await stream.ack(event)
-
-
 def install(rt: Any) -> None:
     """Register the agent, the assignment hooks and the faust patches on `rt.app`."""
     app = rt.app
@@ -282,7 +261,10 @@ def _dump_tasks_on_sigusr1(app: Any) -> None:
 
 
 def _agent(rt: Any, processor: Processor, produce: Callable[[], Awaitable[None]], first_offsets: dict) -> None:
-    """The agent over the relay topics: records gathered into `Batches`, each folded by the processor."""
+    """The agent over the relay topics: what its channel holds read as one batch
+    (faust_patches.event_batches: a backlog a thousand records at a time, a trickle one by one,
+    nothing held between two reads), folded by the processor, then acked. faust's rebalance waits
+    for every record it handed out to be acked (Consumer.wait_empty), which no held batch delays."""
     app = rt.app
 
     def fold_records(events: list) -> Any:
@@ -297,15 +279,15 @@ def _agent(rt: Any, processor: Processor, produce: Callable[[], Awaitable[None]]
         processor.handle_batch(records)
         return produce()
 
-    batches = Batches(fold_records, rt.settings.batch_size)
-
     @app.agent(rt.source, name="pipeline-agent", concurrency=1)
     async def process(stream: Any) -> Any:
         # faust's worker leaves the root logger at DEBUG (its handler filters): every debug call
         # of aiokafka's producer would build a log record, a fifth of the per-event cost
         logging.getLogger().setLevel(getattr(logging, rt.settings.loglevel.upper(), logging.WARNING))
-        manual = stream.noack()  # acked by Batches, after the batch they are in
-        async for events in faust_patches.event_batches(manual, batches.size):
-            await batches.fold(manual, events)
+        manual = stream.noack()  # acked here, after the batch they are in
+        async for events in faust_patches.event_batches(manual, rt.settings.batch_size):
+            await fold_records(events)
+            for event in events:
+                await manual.ack(event)
 
     rt.agent = process

@@ -42,8 +42,12 @@ class Harness:
         read = self.rt.metrics.events
         await self.agent.put(key=key, value=value, partition=0, headers=headers)
         # put() returns once the stream has the record; the body folds it with its batch
+        await self.folded(read + 1)
+
+    async def folded(self, events: int) -> None:
+        """Wait (2 s at most) until the body has folded `events` records in all."""
         for _ in range(400):
-            if self.rt.metrics.events > read:
+            if self.rt.metrics.events >= events:
                 break
             await asyncio.sleep(0.005)
 
@@ -329,10 +333,7 @@ async def test_what_the_channel_holds_is_folded_as_one_batch(h: Harness) -> None
     for n in nodes:  # no await yields to the agent between these puts
         _, key, value, headers = s.relay(s.normalized(power("start", n, 0, to_power="power on")))
         await h.agent.put(key=key, value=value, partition=0, headers=headers, wait=False)
-    for _ in range(400):
-        if h.rt.metrics.events >= 5:
-            break
-        await asyncio.sleep(0.005)
+    await h.folded(5)
     await h.put(power("end", nodes[0], 3, power_state="power on"))
     assert sizes == [5, 1]
     assert [r["node_uuid"] for r in h.of("node_state")][:5] == nodes

@@ -12,8 +12,9 @@ async def event_batches(stream: Any, size: int) -> AsyncIterator[list]:
     Symptom: faust's `Stream._py_aiter` (faust/streams.py:1210-1350) awaits `asyncio.sleep(0)` and
     the channel for every event, so each event costs a turn of the event loop (a poll of the
     selector and every ready callback) plus two async-generator hops (`_py_aiter`, `events()`):
-    about 40 µs per event here, a third of the worker's time. This reads what the channel holds at
-    once and yields one turn per batch. Per event it keeps what `_py_aiter` does that anything
+    about 4 % of a worker's samples under py-spy. This reads what the channel holds at once and
+    yields one turn per batch: with the drain's larger turns (drain.use_inline_drain) 246.5 ->
+    231.7 µs of CPU per record (A/B on the same 60,000 records, 3 rounds each). Per event it keeps what `_py_aiter` does that anything
     relies on: an event of an older consumer generation, or read while the flow is stopped (a
     rebalance), is acked and skipped as faust does; an event of an acking topic is tracked as
     unacked (the commit's bookkeeping) with the `on_message_in` and `on_stream_event_in` sensor
