@@ -27,7 +27,8 @@ Order of the stages (each prints progress on stderr):
 
 Every run uses its own queue, topics and consumer groups (`bench-<run>`), deleted at the end.
 The stages themselves are in `pipeline.bench.stages`; the targets, the table and the summary printed
-at the end in `pipeline.bench.results`.
+at the end in `pipeline.bench.results`. `--compare REF` runs none of this but the before/after pair
+of `pipeline.bench.compare`: REF's worker and bridge against this checkout's, in turns, in one run.
 """
 from __future__ import annotations
 
@@ -73,6 +74,13 @@ SETTINGS: tuple[Group, ...] = (
         Setting("--bridge-args", None, "extra flags for the bridge, e.g. '--amqp-prefetch 5000' (to try settings)",
                 "", metavar="'ARGS'", shown_default="none"),
         Setting("--worker-args", None, "extra flags for the worker", "", metavar="'ARGS'", shown_default="none"),
+        Setting("--compare", None, "a git ref: run only the A/B of this checkout's worker and bridge against that "
+                "version's, on the same records, in turns; the table goes to stdout, the figures to compare.json "
+                "beside the report", "", metavar="REF", shown_default="none"),
+        Setting("--compare-rounds", None, "rounds of the A/B (each runs both versions once)", 3, int),
+        Setting("--compare-stages", None, "what the A/B measures, comma-separated: worker, bridge",
+                ["worker", "bridge"], lambda text: [s.strip() for s in text.split(",") if s.strip()],
+                metavar="LIST", shown_default="worker,bridge"),
         Setting("--report", "BENCH_REPORT", "JSON report", Path(".bench/report.json"), Path),
         Setting("--kafka-bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "the Kafka to measure", "127.0.0.1:9092"),
     )),
@@ -358,8 +366,29 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--report {args.report}: {exc.strerror} ({exc.filename})") from None
 
 
+def _run_compare(args: argparse.Namespace) -> int:
+    from pipeline.config import amqp_connect_kwargs
+
+    from . import compare
+
+    compare.check(args)
+    try:
+        result = asyncio.run(compare.run(args, amqp_connect_kwargs(args)["url"]))
+    except KeyboardInterrupt:
+        say("bench: stopped")
+        return 130
+    except (OSError, ConnectionError) as exc:
+        raise ConfigError(f"a broker is not reachable ({exc}); run `make up`") from None
+    print(f"{result['table']}\n\nA/B of {result['compare']} ({result['commit']}) and this checkout: "
+          f"{result['rounds']} rounds, {result['events']:,} records, {result['wall_seconds']:.0f} s\n"
+          f"report: {result['path']}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    if args.compare:
+        return _run_compare(args)
     bench = Bench(args)
 
     async def main() -> dict[str, Any]:

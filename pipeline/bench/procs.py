@@ -85,18 +85,24 @@ class Names:
         return [f"{t}.{p}" for t in (self.ironic_topic, self.glance_topic) for p in ("info", "error", "warn")]
 
 
+def _from_tree(tree: Path | None) -> dict[str, str]:
+    return {} if tree is None else {"PYTHONPATH": str(tree)}
+
+
 class Proc:
-    """A `python -m pipeline ...` child, its stderr kept in a file for errors and readiness."""
+    """A `python -m pipeline ...` child (of the `pipeline` package in `tree`, when given: another
+    version's code run with this environment's libraries), its stderr kept in a file for errors and readiness."""
 
     def __init__(self, name: str, args: Sequence[str], env: dict[str, str] | None = None,
-                 profile: Path | None = None) -> None:
+                 profile: Path | None = None, tree: Path | None = None) -> None:
         self.name = name
         self.profile = profile  # cProfile output, written when the process exits normally
         self.log = Path(tempfile.mkstemp(prefix=f"pipeline-{name}-", suffix=".log")[1])
         self._log_file = self.log.open("wb")
         self.popen = subprocess.Popen(
             [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "pipeline", *args],
-            stdout=subprocess.DEVNULL, stderr=self._log_file, env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=self._log_file, env={**os.environ, **(env or {}), **_from_tree(tree)},
+            cwd=tree,  # `python -m` puts the working directory first on the path: the tree's package wins
             start_new_session=True,  # our Ctrl-C is not theirs: we stop them in order
         )
         self.pid = self.popen.pid
@@ -159,23 +165,24 @@ class Proc:
 
 
 def start_bridge(names: Names, *, amqp_url: str, bootstrap: str, partitions: int = 6,
-                 extra: Iterable[str] = (), profile: Path | None = None) -> Proc:
+                 extra: Iterable[str] = (), profile: Path | None = None, tree: Path | None = None) -> Proc:
     args = ["bridge", "--source", "amqp", "--amqp-url", amqp_url, "--amqp-queue", names.queue,
             "--kafka-bootstrap-servers", bootstrap, "--topic-prefix", names.topic_prefix,
             "--topic-partitions", str(partitions), "--metrics-port", "0", *extra]
     for binding in names.bindings():
         args += ["--amqp-binding", binding]
-    return Proc("bridge", args, profile=profile)
+    return Proc("bridge", args, profile=profile, tree=tree)
 
 
 def start_worker(names: Names, *, bootstrap: str, partitions: int = 6, data_dir: str,
                  store: str = "memory://", web_port: int | None = None, extra: Iterable[str] = (),
-                 profile: Path | None = None) -> Proc:
-    args = ["worker", "--kafka-bootstrap-servers", bootstrap, "--topic-prefix", names.topic_prefix,
+                 profile: Path | None = None, tree: Path | None = None, topic_prefix: str | None = None) -> Proc:
+    """`topic_prefix`: relay topics other than the run's own (several workers reading one backlog)."""
+    args = ["worker", "--kafka-bootstrap-servers", bootstrap, "--topic-prefix", topic_prefix or names.topic_prefix,
             "--output-prefix", names.output_prefix, "--app-id", names.app_id, "--topic-partitions",
             str(partitions), "--store", store, "--data-dir", data_dir,
             *(["--web-port", str(web_port)] if web_port else ["--no-web"]), *extra]
-    return Proc("worker", args, profile=profile)
+    return Proc("worker", args, profile=profile, tree=tree)
 
 
 async def delete_queues(amqp_url: str, queues: Iterable[str]) -> None:

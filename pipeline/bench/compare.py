@@ -1,0 +1,253 @@
+"""`pipeline bench --compare REF`: this checkout's worker and bridge against REF's, in one run.
+
+A change to the hot path is shown as a before/after pair measured in the same run on the same
+records: on a shared machine the rates of two runs drift by up to 2x from day to day, which is more
+than most single changes gain. So the two versions take turns (REF, this, this, REF, ...: neither
+always runs first), each round on a fresh consumer group or a freshly filled queue, and the report
+is each round's CPU time per record and rate, their means, and the change.
+
+- worker: the same relay records (written once by a bare producer, encoded by this checkout) read by
+  `pipeline worker` with every agent, RocksDB and the web views, as in the bench's worker stage;
+- bridge: the same bodies in a queue of its own per round, relayed by `pipeline bridge`.
+
+REF's files come from `git archive` (committed content only) and run with this environment's
+libraries; this checkout runs as it is on disk, uncommitted changes included.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError
+from pipeline.simulate.outputs import Topics as OsloTopics
+
+from . import stages
+from .procs import Names, _from_tree, delete_queues, delete_topics, start_bridge, start_worker
+from .records import Workload, kafka_record
+
+__all__ = ["Side", "export_tree", "order", "report_text", "run"]
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(CHECKOUT), *args], capture_output=True, check=False)
+
+
+def export_tree(ref: str, into: Path) -> str:
+    """REF's committed files unpacked in `into`; returns its short commit id."""
+    found = _git("rev-parse", "--short", "--verify", "--end-of-options", f"{ref}^{{commit}}")
+    if found.returncode != 0:
+        why = (found.stderr.decode(errors="replace").strip().splitlines() or ["unknown"])[-1]
+        raise ConfigError(f"--compare {ref}: not a commit of {CHECKOUT} ({why})")
+    commit = found.stdout.decode().strip()
+    archive = _git("archive", "--format=tar", commit)
+    if archive.returncode != 0:
+        raise ConfigError(f"--compare {ref}: git archive failed ({archive.stderr.decode(errors='replace').strip()})")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return commit
+
+
+def _package_of(tree: Path) -> Path:
+    """Where a child started in `tree` imports `pipeline` from (it must be the tree's own)."""
+    done = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"], cwd=tree,
+                          env={**os.environ, **_from_tree(tree)}, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"--compare: the package in {tree} does not import: {done.stderr.strip().splitlines()[-1:]}")
+    return Path(done.stdout.strip()).resolve().parent
+
+
+@dataclass
+class Side:
+    """One version of the code and its figures, a (rate, CPU µs per record) pair per round."""
+
+    label: str
+    tree: Path
+    worker: list[tuple[float, float]] = field(default_factory=list)
+    bridge: list[tuple[float, float]] = field(default_factory=list)
+
+
+def order(sides: list[Side], rounds: int) -> list[list[Side]]:
+    """Who runs first alternates per round (A B, B A, A B, ...): a machine that slows down or
+    warms up during the run favours neither."""
+    return [sides if r % 2 == 0 else sides[::-1] for r in range(rounds)]
+
+
+def _mean(pairs: list[tuple[float, float]], index: int) -> float | None:
+    return statistics.fmean(p[index] for p in pairs) if pairs else None
+
+
+def _change(before: float | None, after: float | None) -> str:
+    if not before or after is None:
+        return "-"
+    return f"{(after - before) / before * 100:+.1f} %"
+
+
+def report_text(sides: list[Side], stages_run: list[str]) -> str:
+    """The table: per stage and version, every round's CPU per record and rate, their means, and
+    this checkout's change against REF (negative CPU, positive rate: faster)."""
+    before, after = sides
+    lines = ["| stage | version | CPU per record, each round | mean | rate, each round | mean |",
+             "|---|---|---|---|---|---|"]
+    for stage in stages_run:
+        for side in sides:
+            pairs = getattr(side, stage)
+            cpu = ", ".join(f"{c:.1f}" for _, c in pairs)
+            rate = ", ".join(f"{r:,.0f}" for r, _ in pairs)
+            lines.append(f"| {stage} | {side.label} | {cpu} µs | {_mean(pairs, 1) or 0:.1f} µs | {rate}/s "
+                         f"| {_mean(pairs, 0) or 0:,.0f}/s |")
+    lines.append("")
+    for stage in stages_run:
+        b, a = getattr(before, stage), getattr(after, stage)
+        lines.append(f"{stage}: CPU per record {_mean(b, 1) or 0:.1f} -> {_mean(a, 1) or 0:.1f} µs "
+                     f"({_change(_mean(b, 1), _mean(a, 1))}), rate {_mean(b, 0) or 0:,.0f} -> "
+                     f"{_mean(a, 0) or 0:,.0f}/s ({_change(_mean(b, 0), _mean(a, 0))})")
+    return "\n".join(lines)
+
+
+def _measured(window: stages.Window, what: str) -> tuple[float, float]:
+    if window.records == 0:  # every record came between two progress samples
+        raise ConfigError(f"{what} was done before a rate could be measured: raise --events")
+    return window.rate, window.cpu_us_per_event
+
+
+class Compare:
+    def __init__(self, args: argparse.Namespace, amqp_url: str) -> None:
+        self.args = args
+        self.amqp = amqp_url
+        self.bootstrap = args.kafka_bootstrap_servers
+        self.names = Names()
+        self.tmp = Path(tempfile.mkdtemp(prefix="pipeline-compare-"))
+        self.runs = 0
+        self.queues: list[str] = []
+        self.started = time.perf_counter()
+
+    def stage(self, text: str) -> None:
+        say(f"[{time.perf_counter() - self.started:6.1f}s] {text}")
+
+    def _run_names(self) -> Names:
+        self.runs += 1  # under the run's prefix, so that the cleanup finds every topic and group
+        return Names(run=f"{self.names.run}-{self.runs}")
+
+    async def worker_round(self, side: Side, relay_prefix: str, expected: int) -> None:
+        names = self._run_names()
+        port = stages.free_port()
+        worker = start_worker(names, bootstrap=self.bootstrap, partitions=self.args.partitions,
+                              data_dir=str(self.tmp / f"worker-{self.runs}"), store="rocksdb://", web_port=port,
+                              extra=shlex.split(self.args.worker_args), tree=side.tree, topic_prefix=relay_prefix)
+        try:
+            read, _ = await stages.wait_worker(worker, port, self.bootstrap, names.app_id, expected, say,
+                                               label=f"worker ({side.label})")
+        finally:
+            await worker.stop()
+            worker.cleanup()
+        side.worker.append(_measured(read, f"worker ({side.label})"))
+        say(f"  worker ({side.label}): {read.rate:,.0f}/s, {read.cpu_us_per_event:.1f} µs of CPU per record")
+
+    async def bridge_round(self, side: Side, bodies: list) -> None:
+        from pipeline.bridge.relay import catalog_topics
+
+        names = self._run_names()
+        self.queues.append(names.queue)
+        await stages.declare_queue(self.amqp, names.queue)
+        await stages.fill_queue(self.amqp, names.queue, bodies, lambda _: None, "publish")
+        bridge = start_bridge(names, amqp_url=self.amqp, bootstrap=self.bootstrap, partitions=self.args.partitions,
+                              extra=shlex.split(self.args.bridge_args), tree=side.tree)
+        try:
+            relayed = await stages.wait_relayed(bridge, self.bootstrap, catalog_topics(names.topic_prefix),
+                                                len(bodies), say)
+        finally:
+            await bridge.stop()
+            bridge.cleanup()
+            await delete_queues(self.amqp, [names.queue])
+        side.bridge.append(_measured(relayed, f"bridge ({side.label})"))
+        say(f"  bridge ({side.label}): {relayed.rate:,.0f}/s, {relayed.cpu_us_per_event:.1f} µs of CPU per record")
+
+    async def run(self) -> dict[str, Any]:
+        from pipeline.bridge.relay import catalog_topics
+        from pipeline.streams.topics import Topics as WorkerTopics
+
+        a = self.args
+        commit = export_tree(a.compare, self.tmp / "ref")
+        here = _git("rev-parse", "--short", "HEAD").stdout.decode().strip() or "?"
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        sides = [Side(f"{a.compare} ({commit})", self.tmp / "ref"),
+                 Side(f"this checkout ({here}{' + changes' if dirty else ''})", CHECKOUT)]
+        for side in sides:
+            if _package_of(side.tree) != (side.tree / "pipeline").resolve():
+                raise ConfigError(f"--compare: a child started in {side.tree} does not import its own package")
+        wanted = [s for s in ("worker", "bridge") if s in a.compare_stages]
+
+        names = self.names
+        self.stage(f"records: {a.events:,} notifications of a {a.nodes:,}-node, {a.images:,}-image fleet")
+        work = Workload(a.nodes, a.images, seed=a.seed, topics=OsloTopics(ironic=names.ironic_topic,
+                                                                          glance=names.glance_topic))
+        bodies = work.publish_list(a.events)
+        expected = 0
+        if "worker" in wanted:
+            records = [kafka_record(p.body, names.topic_prefix) for p in bodies]
+            sources = set(WorkerTopics.named(names.topic_prefix, names.output_prefix).sources)
+            expected = sum(1 for record in records if record[0] in sources)
+            self.stage(f"relay records: {len(records):,} written once by a bare producer ({expected:,} for the worker)")
+            await stages.create_topics(self.bootstrap, catalog_topics(names.topic_prefix), a.partitions)
+            await stages.kafka_produce(self.bootstrap, records, a.partitions, say)
+            del records
+        for number, turn in enumerate(order(sides, a.compare_rounds), 1):
+            for stage in wanted:
+                for side in turn:
+                    self.stage(f"round {number} of {a.compare_rounds}: {stage} of {side.label}")
+                    if stage == "worker":
+                        await self.worker_round(side, names.topic_prefix, expected)
+                    else:
+                        await self.bridge_round(side, bodies)
+        return {"run": names.run, "compare": a.compare, "commit": commit, "events": a.events, "rounds": a.compare_rounds,
+                "stages": wanted, "wall_seconds": round(time.perf_counter() - self.started, 1),
+                "sides": [{"label": s.label, "worker": s.worker, "bridge": s.bridge} for s in sides],
+                "table": report_text(sides, wanted)}
+
+    async def cleanup(self) -> None:
+        try:
+            await delete_queues(self.amqp, self.queues)
+        except Exception as exc:  # noqa: BLE001 - report, do not hide the figures
+            say(f"cleanup: queues not deleted ({exc})")
+        await delete_topics(self.bootstrap, [f"bench-{self.names.run}"])
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def check(args: argparse.Namespace) -> None:
+    if args.compare_rounds <= 0:
+        raise ConfigError("--compare-rounds must be positive")
+    unknown = set(args.compare_stages) - {"worker", "bridge"}
+    if unknown or not args.compare_stages:
+        raise ConfigError(f"--compare-stages: {', '.join(sorted(unknown)) or 'none given'}; choose worker, bridge")
+
+
+async def run(args: argparse.Namespace, amqp_url: str) -> dict[str, Any]:
+    compare = Compare(args, amqp_url)
+    try:
+        result = await compare.run()
+    finally:
+        await asyncio.shield(compare.cleanup())
+    path = args.report.parent / "compare.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    result["path"] = str(path)
+    return result
