@@ -69,6 +69,7 @@ class WorkerSettings:
     session_timeout_s: float = _default("--session-timeout")  # a worker that died without leaving is replaced after this
     group_instance_id: str | None = None  # static membership: a restart takes its place at once
     batch_size: int = _default("--batch-size")  # relay records per batch of the agent's body, at most
+    fetch_partition_mb: int = _default("--fetch-partition-mb")  # one partition's most in one fetch request
     stop_after: int = _default("--stop-after")  # exit once this many relay records were read (benchmarks); 0 = never
     loglevel: str = _default("--loglevel")
 
@@ -219,6 +220,11 @@ def create_app(settings: WorkerSettings, partitions: int, reporter: Reporter | N
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=16384,
+        # the consumer thread fetches a partition again only once its previous fetch is handed over,
+        # and under load its reply waits for the GIL: with faust's 1 MB (about 2,400 relay records
+        # over 6 partitions) the channel ran dry between two fetches and the agent idled in a third
+        # of the runs; 4 MB (about 11,000) covers the wait (docs/performance.md)
+        consumer_max_fetch_size=settings.fetch_partition_mb * 1024 * 1024,
         # faust awaits a count-triggered commit inside its fetch loop, so fetching stops for the
         # flush and the commit; at 10k records/s 10,000 meant one such stall a second. The 2.8 s
         # timer commits anyway; this only bounds the replay after a crash

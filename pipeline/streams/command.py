@@ -78,6 +78,10 @@ SETTINGS: tuple[Group, ...] = (
         Setting("--batch-size", "WORKER_BATCH_SIZE",
                 "relay records the agent folds in one batch, at most (a batch is what the stream has buffered): each "
                 "resource's state is read and written once per batch", 1000, int),
+        Setting("--fetch-partition-mb", "WORKER_FETCH_PARTITION_MB",
+                "the most the consumer fetches of one partition in one request, MB: it fetches again only once the "
+                "previous fetch is handed over, so under a backlog a larger fetch keeps the agent fed; memory: up to "
+                "this much per assigned partition", 4, int),
         Setting("--replay-guard", "REPLAY_GUARD",
                 "on assignment, re-read this much (s before the newest record) of each output partition so a replay "
                 "does not publish twice; 0 = off", 30.0, float),
@@ -112,6 +116,8 @@ def settings_from_args(args: argparse.Namespace):
         raise ConfigError("--dedup-max-ids must be >= 1")
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
+    if not 1 <= args.fetch_partition_mb <= 64:
+        raise ConfigError(f"--fetch-partition-mb must be between 1 and 64, not {args.fetch_partition_mb}")
     if args.topic_partitions < 1:
         raise ConfigError("--topic-partitions must be >= 1")
     if not (args.store.startswith("memory://") or args.store.startswith("rocksdb://")):
@@ -132,7 +138,7 @@ def settings_from_args(args: argparse.Namespace):
         store=args.store, data_dir=args.data_dir,
         web_enabled=not args.no_web, web_host=args.web_host, web_port=args.web_port, web_bind=args.web_bind,
         lateness_s=args.lateness, replay_guard_s=args.replay_guard, rocksdb_cache_mb=args.rocksdb_cache_mb,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, fetch_partition_mb=args.fetch_partition_mb,
         stop_after=args.stop_after, loglevel=args.loglevel,
         session_timeout_s=args.session_timeout, group_instance_id=args.group_instance_id or None,
     )

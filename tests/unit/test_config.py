@@ -67,3 +67,20 @@ def test_unusable_settings_are_one_line_errors(monkeypatch, problem, argv, env) 
 def test_mask_url() -> None:
     assert config.mask_url("amqps://u:p%40ss@h:5671/v") == "amqps://u:***@h:5671/v"
     assert config.mask_url("amqp://h/") == "amqp://h/"
+
+
+def _worker_settings(tmp_path, *argv: str):
+    from pipeline.streams import command
+
+    parser = argparse.ArgumentParser()
+    command.configure(parser)
+    return command.settings_from_args(parser.parse_args(["--data-dir", str(tmp_path), "--store", "memory://", *argv]))
+
+
+def test_the_worker_fetch_size_reaches_faust_s_consumer(tmp_path) -> None:
+    from pipeline.streams.app import create_app
+
+    settings = _worker_settings(tmp_path, "--fetch-partition-mb", "8")
+    assert create_app(settings, 3).app.conf.consumer_max_fetch_size == 8 * 1024 * 1024
+    with pytest.raises(ConfigError, match=r"^--fetch-partition-mb must be between 1 and 64, not 0$"):
+        _worker_settings(tmp_path, "--fetch-partition-mb", "0")
