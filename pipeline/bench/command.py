@@ -379,7 +379,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         return 130
     except (OSError, ConnectionError) as exc:
         raise ConfigError(f"a broker is not reachable ({exc}); run `make up`") from None
-    print(f"{result['table']}\n\nA/B of {result['compare']} ({result['commit']}) and this checkout: "
+    print(f"{result['table']}\n\nA/B of {' and '.join(result['labels'])}: "
           f"{result['rounds']} rounds, {result['events']:,} records, {result['wall_seconds']:.0f} s\n"
           f"report: {result['path']}")
     return 0

@@ -190,7 +190,7 @@ class Compare:
         commit = export_tree(a.compare, self.tmp / "ref")
         here = _git("rev-parse", "--short", "HEAD").stdout.decode().strip() or "?"
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no").stdout.strip())
-        sides = [Side(f"{a.compare} ({commit})", self.tmp / "ref"),
+        sides = [Side(commit if commit.startswith(a.compare) else f"{a.compare} ({commit})", self.tmp / "ref"),
                  Side(f"this checkout ({here}{' + changes' if dirty else ''})", CHECKOUT)]
         for side in sides:
             if _package_of(side.tree) != (side.tree / "pipeline").resolve():
@@ -219,7 +219,7 @@ class Compare:
                         await self.worker_round(side, names.topic_prefix, expected)
                     else:
                         await self.bridge_round(side, bodies)
-        return {"run": names.run, "compare": a.compare, "commit": commit, "events": a.events, "rounds": a.compare_rounds,
+        return {"run": names.run, "compare": a.compare, "commit": commit, "labels": [s.label for s in sides], "events": a.events, "rounds": a.compare_rounds,
                 "stages": wanted, "wall_seconds": round(time.perf_counter() - self.started, 1),
                 "sides": [{"label": s.label, "worker": s.worker, "bridge": s.bridge} for s in sides],
                 "table": report_text(sides, wanted)}
