@@ -36,7 +36,7 @@ from pipeline.config import ConfigError
 from pipeline.simulate.outputs import Topics as OsloTopics
 
 from . import stages
-from .procs import Names, _from_tree, delete_queues, delete_topics, start_bridge, start_worker
+from .procs import Names, Proc, _from_tree, delete_queues, delete_topics, start_bridge, start_worker
 from .records import Workload, kafka_record
 
 __all__ = ["Side", "export_tree", "order", "report_text", "run"]
@@ -76,14 +76,17 @@ def _package_of(tree: Path) -> Path:
     return Path(done.stdout.strip()).resolve().parent
 
 
+Round = tuple[float, float, float]  # records/s, CPU µs per record, peak RSS (VmHWM) MB
+
+
 @dataclass
 class Side:
-    """One version of the code and its figures, a (rate, CPU µs per record) pair per round."""
+    """One version of the code and its figures: (rate, CPU µs per record, peak RSS MB) per round."""
 
     label: str
     tree: Path
-    worker: list[tuple[float, float]] = field(default_factory=list)
-    bridge: list[tuple[float, float]] = field(default_factory=list)
+    worker: list[Round] = field(default_factory=list)
+    bridge: list[Round] = field(default_factory=list)
 
 
 def order(sides: list[Side], rounds: int) -> list[list[Side]]:
@@ -92,8 +95,8 @@ def order(sides: list[Side], rounds: int) -> list[list[Side]]:
     return [sides if r % 2 == 0 else sides[::-1] for r in range(rounds)]
 
 
-def _mean(pairs: list[tuple[float, float]], index: int) -> float | None:
-    return statistics.fmean(p[index] for p in pairs) if pairs else None
+def _mean(rounds: list[Round], index: int) -> float | None:
+    return statistics.fmean(r[index] for r in rounds) if rounds else None
 
 
 def _change(before: float | None, after: float | None) -> str:
@@ -103,18 +106,19 @@ def _change(before: float | None, after: float | None) -> str:
 
 
 def report_text(sides: list[Side], stages_run: list[str]) -> str:
-    """The table: per stage and version, every round's CPU per record and rate, their means, and
-    this checkout's change against REF (negative CPU, positive rate: faster)."""
+    """The table: per stage and version, every round's CPU per record and rate, their means, the
+    highest peak RSS, and this checkout's change against REF (negative CPU, positive rate: faster)."""
     before, after = sides
-    lines = ["| stage | version | CPU per record, each round | mean | rate, each round | mean |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| stage | version | CPU per record, each round | mean | rate, each round | mean | peak RSS |",
+             "|---|---|---|---|---|---|---|"]
     for stage in stages_run:
         for side in sides:
-            pairs = getattr(side, stage)
-            cpu = ", ".join(f"{c:.1f}" for _, c in pairs)
-            rate = ", ".join(f"{r:,.0f}" for r, _ in pairs)
-            lines.append(f"| {stage} | {side.label} | {cpu} µs | {_mean(pairs, 1) or 0:.1f} µs | {rate}/s "
-                         f"| {_mean(pairs, 0) or 0:,.0f}/s |")
+            rounds = getattr(side, stage)
+            cpu = ", ".join(f"{r[1]:.1f}" for r in rounds)
+            rate = ", ".join(f"{r[0]:,.0f}" for r in rounds)
+            rss = max((r[2] for r in rounds), default=0.0)
+            lines.append(f"| {stage} | {side.label} | {cpu} µs | {_mean(rounds, 1) or 0:.1f} µs | {rate}/s "
+                         f"| {_mean(rounds, 0) or 0:,.0f}/s | {rss:,.1f} MB |")
     lines.append("")
     for stage in stages_run:
         b, a = getattr(before, stage), getattr(after, stage)
@@ -124,10 +128,10 @@ def report_text(sides: list[Side], stages_run: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _measured(window: stages.Window, what: str) -> tuple[float, float]:
+def _measured(window: stages.Window, proc: Proc, what: str) -> Round:
     if window.records == 0:  # every record came between two progress samples
         raise ConfigError(f"{what} was done before a rate could be measured: raise --events")
-    return window.rate, window.cpu_us_per_event
+    return window.rate, window.cpu_us_per_event, proc.peak_rss_mb
 
 
 class Compare:
@@ -160,7 +164,7 @@ class Compare:
         finally:
             await worker.stop()
             worker.cleanup()
-        side.worker.append(_measured(read, f"worker ({side.label})"))
+        side.worker.append(_measured(read, worker, f"worker ({side.label})"))
         say(f"  worker ({side.label}): {read.rate:,.0f}/s, {read.cpu_us_per_event:.1f} µs of CPU per record")
 
     async def bridge_round(self, side: Side, bodies: list) -> None:
@@ -179,7 +183,7 @@ class Compare:
             await bridge.stop()
             bridge.cleanup()
             await delete_queues(self.amqp, [names.queue])
-        side.bridge.append(_measured(relayed, f"bridge ({side.label})"))
+        side.bridge.append(_measured(relayed, bridge, f"bridge ({side.label})"))
         say(f"  bridge ({side.label}): {relayed.rate:,.0f}/s, {relayed.cpu_us_per_event:.1f} µs of CPU per record")
 
     async def run(self) -> dict[str, Any]:
@@ -219,7 +223,8 @@ class Compare:
                         await self.worker_round(side, names.topic_prefix, expected)
                     else:
                         await self.bridge_round(side, bodies)
-        return {"run": names.run, "compare": a.compare, "commit": commit, "labels": [s.label for s in sides], "events": a.events, "rounds": a.compare_rounds,
+        return {"run": names.run, "compare": a.compare, "commit": commit, "labels": [s.label for s in sides],
+                "events": a.events, "rounds": a.compare_rounds,
                 "stages": wanted, "wall_seconds": round(time.perf_counter() - self.started, 1),
                 "sides": [{"label": s.label, "worker": s.worker, "bridge": s.bridge} for s in sides],
                 "table": report_text(sides, wanted)}

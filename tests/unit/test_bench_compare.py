@@ -18,12 +18,12 @@ def test_the_versions_take_turns_so_neither_always_runs_first() -> None:
         ["ref", "this"], ["this", "ref"], ["ref", "this"]]
 
 
-def test_the_table_gives_every_round_the_means_and_the_change() -> None:
-    before = compare.Side("HEAD~1 (abc1234)", Path("a"), worker=[(4000.0, 250.0), (3800.0, 240.0)])
-    after = compare.Side("this checkout (def5678)", Path("b"), worker=[(4400.0, 225.0), (4200.0, 216.0)])
+def test_the_table_gives_every_round_the_means_the_peak_memory_and_the_change() -> None:
+    before = compare.Side("HEAD~1 (abc1234)", Path("a"), worker=[(4000.0, 250.0, 240.0), (3800.0, 240.0, 250.5)])
+    after = compare.Side("this checkout (def5678)", Path("b"), worker=[(4400.0, 225.0, 280.0), (4200.0, 216.0, 270.0)])
     text = compare.report_text([before, after], ["worker"])
-    assert "| worker | HEAD~1 (abc1234) | 250.0, 240.0 µs | 245.0 µs | 4,000, 3,800/s | 3,900/s |" in text
-    assert "| worker | this checkout (def5678) | 225.0, 216.0 µs | 220.5 µs | 4,400, 4,200/s | 4,300/s |" in text
+    assert "| worker | HEAD~1 (abc1234) | 250.0, 240.0 µs | 245.0 µs | 4,000, 3,800/s | 3,900/s | 250.5 MB |" in text
+    assert "| worker | this checkout (def5678) | 225.0, 216.0 µs | 220.5 µs | 4,400, 4,200/s | 4,300/s | 280.0 MB |" in text
     assert "worker: CPU per record 245.0 -> 220.5 µs (-10.0 %), rate 3,900 -> 4,300/s (+10.3 %)" in text
 
 

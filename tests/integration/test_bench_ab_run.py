@@ -40,8 +40,8 @@ def test_an_a_b_run_measures_both_versions_on_the_same_records(tmp_path: Path) -
     assert ref["label"].startswith("HEAD (") and here["label"].startswith("this checkout (")
     for side in (ref, here):
         for stage in ("worker", "bridge"):
-            [(rate, cpu_us)] = side[stage]
-            assert rate > 0 and cpu_us > 0, (side["label"], stage)
+            [(rate, cpu_us, peak_rss_mb)] = side[stage]
+            assert rate > 0 and cpu_us > 0 and peak_rss_mb > 20, (side["label"], stage)
     assert "worker: CPU per record" in done.stdout and "bridge: CPU per record" in done.stdout
     assert "round 1 of 1: worker of HEAD" in done.stderr and "round 1 of 1: bridge of this checkout" in done.stderr
     eventually(lambda: not asyncio.run(_topics(f"bench-{result['run']}")), 30, "the A/B's topics deleted")
