@@ -222,8 +222,8 @@ def create_app(settings: WorkerSettings, partitions: int, reporter: Reporter | N
         stream_buffer_maxsize=16384,
         # the consumer thread fetches a partition again only once its previous fetch is handed over,
         # and under load its reply waits for the GIL: with faust's 1 MB (about 2,400 relay records
-        # over 6 partitions) the channel ran dry between two fetches and the agent idled in a third
-        # of the runs; 4 MB (about 11,000) covers the wait (docs/performance.md)
+        # over 6 partitions) the channel ran dry between two fetches, and in some runs the agent
+        # idled a quarter of the time; 4 MB (about 11,000) covers the wait (docs/performance.md)
         consumer_max_fetch_size=settings.fetch_partition_mb * 1024 * 1024,
         # faust awaits a count-triggered commit inside its fetch loop, so fetching stops for the
         # flush and the commit; at 10k records/s 10,000 meant one such stall a second. The 2.8 s

@@ -13,8 +13,10 @@ async def event_batches(stream: Any, size: int) -> AsyncIterator[list]:
     the channel for every event, so each event costs a turn of the event loop (a poll of the
     selector and every ready callback) plus two async-generator hops (`_py_aiter`, `events()`):
     about 4 % of a worker's samples under py-spy. This reads what the channel holds at once and
-    yields one turn per batch: with the drain's larger turns (drain.use_inline_drain) 246.5 ->
-    231.7 µs of CPU per record (A/B on the same 60,000 records, 3 rounds each). Per event it keeps what `_py_aiter` does that anything
+    yields one turn per batch: with the drain's larger turns (drain.use_inline_drain) 230.3 ->
+    224.7 µs of CPU per record (`pipeline bench --compare`, 7 and 14 rounds on the same 60,000
+    records), and its rate held only with the larger fetch of `app.create_app` (fewer loop turns
+    mean fewer asks of the consumer thread). Per event it keeps what `_py_aiter` does that anything
     relies on: an event of an older consumer generation, or read while the flow is stopped (a
     rebalance), is acked and skipped as faust does; an event of an acking topic is tracked as
     unacked (the commit's bookkeeping) with the `on_message_in` and `on_stream_event_in` sensor
