@@ -366,29 +366,12 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--report {args.report}: {exc.strerror} ({exc.filename})") from None
 
 
-def _run_compare(args: argparse.Namespace) -> int:
-    from pipeline.config import amqp_connect_kwargs
-
-    from . import compare
-
-    compare.check(args)
-    try:
-        result = asyncio.run(compare.run(args, amqp_connect_kwargs(args)["url"]))
-    except KeyboardInterrupt:
-        say("bench: stopped")
-        return 130
-    except (OSError, ConnectionError) as exc:
-        raise ConfigError(f"a broker is not reachable ({exc}); run `make up`") from None
-    print(f"{result['table']}\n\nA/B of {' and '.join(result['labels'])}: "
-          f"{result['rounds']} rounds, {result['events']:,} records, {result['wall_seconds']:.0f} s\n"
-          f"report: {result['path']}")
-    return 0
-
-
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    from . import compare
+
     if args.compare:
-        return _run_compare(args)
+        compare.check(args)
     bench = Bench(args)
 
     async def main() -> dict[str, Any]:
@@ -397,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
         if task is None:
             raise RuntimeError("bench: main() runs outside a task")
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        if args.compare:  # the before/after pair only (pipeline.bench.compare), with its own cleanup
+            return await compare.run(args, bench.amqp)
         try:
             return await bench.run()
         finally:
@@ -409,11 +394,17 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except (OSError, ConnectionError) as exc:
         raise ConfigError(f"a broker is not reachable ({exc}); run `make up`") from None
+    finally:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+    if args.compare:
+        print(f"{report['table']}\n\nA/B of {' and '.join(report['labels'])}: "
+              f"{report['rounds']} rounds, {report['events']:,} records, {report['wall_seconds']:.0f} s\n"
+              f"report: {report['path']}")
+        return 0
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
     print(f"\n{summary(report)}\nreport: {args.report}")
     if args.profile:
         for name, path in report.get("profiles", {}).items():
             print(f"\n--- {name}: hottest functions (tottime) ---\n{profile_top(Path(path))}")
-    shutil.rmtree(bench.tmp, ignore_errors=True)
     return 0

@@ -36,7 +36,7 @@ from pipeline.config import ConfigError
 from pipeline.simulate.outputs import Topics as OsloTopics
 
 from . import stages
-from .procs import Names, Proc, _from_tree, delete_queues, delete_topics, start_bridge, start_worker
+from .procs import Names, Proc, delete_queues, delete_topics, start_bridge, start_worker, tree_env
 from .records import Workload, kafka_record
 
 __all__ = ["Side", "export_tree", "order", "report_text", "run"]
@@ -70,7 +70,7 @@ def export_tree(ref: str, into: Path) -> str:
 def _package_of(tree: Path) -> Path:
     """Where a child started in `tree` imports `pipeline` from (it must be the tree's own)."""
     done = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"], cwd=tree,
-                          env={**os.environ, **_from_tree(tree)}, capture_output=True, text=True, check=False)
+                          env={**os.environ, **tree_env(tree)}, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ConfigError(f"--compare: the package in {tree} does not import: {done.stderr.strip().splitlines()[-1:]}")
     return Path(done.stdout.strip()).resolve().parent

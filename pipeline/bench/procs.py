@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["Names", "Proc", "RecordCounter", "count_records", "delete_queues", "delete_topics", "end_run",
-           "proc_cpu_seconds",
+           "proc_cpu_seconds", "tree_env",
            "proc_status_mb", "start_bridge", "start_worker"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -85,7 +85,8 @@ class Names:
         return [f"{t}.{p}" for t in (self.ironic_topic, self.glance_topic) for p in ("info", "error", "warn")]
 
 
-def _from_tree(tree: Path | None) -> dict[str, str]:
+def tree_env(tree: Path | None) -> dict[str, str]:
+    """The environment that has a child import the `pipeline` package of `tree` (with cwd=tree)."""
     return {} if tree is None else {"PYTHONPATH": str(tree)}
 
 
@@ -101,7 +102,7 @@ class Proc:
         self._log_file = self.log.open("wb")
         self.popen = subprocess.Popen(
             [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "pipeline", *args],
-            stdout=subprocess.DEVNULL, stderr=self._log_file, env={**os.environ, **(env or {}), **_from_tree(tree)},
+            stdout=subprocess.DEVNULL, stderr=self._log_file, env={**os.environ, **(env or {}), **tree_env(tree)},
             cwd=tree,  # `python -m` puts the working directory first on the path: the tree's package wins
             start_new_session=True,  # our Ctrl-C is not theirs: we stop them in order
         )
