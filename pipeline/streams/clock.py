@@ -38,15 +38,15 @@ Lane = Hashable  # (topic, partition) in the worker
 MISSES = 3  # heartbeat intervals a bridge may miss on a lane before it no longer holds the lane
 
 
-def heartbeat_of(event: Mapping[str, Any]) -> tuple[str, int, int, int]:
+def heartbeat_of(event: Mapping[str, Any], vouched: int) -> tuple[str, int, int, int]:
     """(bridge, vouched µs, sent µs, interval µs) of a heartbeat record (docs/contracts.md,
-    Heartbeats); ValueError when it is not one the bridge writes."""
+    Heartbeats) whose event time is `vouched`; ValueError when it is not one the bridge writes."""
     payload: Any = event.get("payload")  # anything: a record that is not a heartbeat is refused below
     try:
         bridge, sent, interval = payload["bridge"], payload["sent_at"], float(payload["interval_s"])
         if not isinstance(bridge, str) or not bridge or interval <= 0:
             raise ValueError
-        return bridge, micros(event["timestamp"]), micros(sent), int(interval * 1_000_000)
+        return bridge, vouched, micros(sent), int(interval * 1_000_000)
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"not a heartbeat the bridge writes: payload {str(payload)[:200]}") from None
 

@@ -1,8 +1,9 @@
 """Settings, times and the shapes the pure state machine passes around.
 
 Times inside the state are integers, microseconds since the epoch (cheap to compare and to store as
-JSON); records leaving the worker carry `datetime` objects, which fastavro writes as
-``timestamp-micros`` and orjson as RFC 3339.
+JSON), and so are the times of the records leaving the worker: Avro's ``timestamp-micros`` is that
+long, so the codec writes them as they are; JSON values and the web views show them as RFC 3339
+(`codec.with_datetimes`).
 
 The state records are stored as JSON in the `resources` table, one per resource, with short keys
 (they are written once per event and kept for every resource): the TypedDicts below are their

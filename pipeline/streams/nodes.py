@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import NodeMemory, to_datetime
+from .models import NodeMemory
 
 __all__ = ["GROUPS", "TRANSITIONAL", "apply", "in_transition_since", "record"]
 
@@ -125,7 +125,7 @@ def in_transition_since(node: NodeMemory | None) -> int | None:
 
 
 def record(node_uuid: str, node: NodeMemory) -> dict:
-    """The ``pipeline.node-state`` record (avro/node_state.avsc)."""
+    """The ``pipeline.node-state`` record (avro/node_state.avsc), times in µs."""
     values, changes = node["f"], node["c"]
     rec: dict[str, Any] = {"node_uuid": node_uuid}
     get = values.get
@@ -133,11 +133,11 @@ def record(node_uuid: str, node: NodeMemory) -> dict:
         rec[f] = get(f)
     rec["maintenance"] = bool(rec["maintenance"]) if rec["maintenance"] is not None else None
     rec["deleted"] = bool(rec["deleted"])
-    rec["updated_at"] = to_datetime(node["u"] or None)
+    rec["updated_at"] = node["u"] or None
     for group, at, by, event_type in _CHANGE_KEYS:
         change = changes.get(group)
         if change:
-            rec[at], rec[by], rec[event_type] = to_datetime(change[0]), change[1], change[2]
+            rec[at], rec[by], rec[event_type] = change[0], change[1], change[2]
         else:
             rec[at] = rec[by] = rec[event_type] = None
     return rec

@@ -45,7 +45,6 @@ from .models import (
     Settings,
     WaitingEnd,
     new_state,
-    to_datetime,
 )
 
 __all__ = ["on_event", "on_expiry", "pending", "output_id"]
@@ -111,8 +110,8 @@ def _op_record(resource: str, operation: str, opened: OpenOperation | None, ende
         "node_uuid": start.get("node") or end.get("node"),
         "operation": operation,
         "outcome": outcome,
-        "started_at": to_datetime(st),
-        "ended_at": to_datetime(et),
+        "started_at": st,
+        "ended_at": et,
         "duration_ms": max(0, (et - st) // 1000) if st is not None and et is not None else None,
         "start_message_id": start.get("sm"),
         "end_message_id": end.get("em"),
@@ -137,10 +136,10 @@ def _alert(kind: str, resource: str, operation: str | None, token: Any, *, node:
         "node_uuid": node,
         "operation": operation,
         "publisher_id": publisher,
-        "raised_at": to_datetime(raised_at),
-        "started_at": to_datetime(started_at),
-        "deadline_at": to_datetime(deadline_at),
-        "ended_at": to_datetime(ended_at),
+        "raised_at": raised_at,
+        "started_at": started_at,
+        "deadline_at": deadline_at,
+        "ended_at": ended_at,
         "message_id": message_id,
         "provision_state": provision_state,
         "detail": detail,

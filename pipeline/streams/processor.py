@@ -25,7 +25,7 @@ from .. import codec, events
 from . import operations
 from . import state as state_view
 from .clock import heartbeat_of
-from .models import Counter, Output, ResourceState, micros
+from .models import Counter, Output, ResourceState
 from .watchdog import Watchdog
 
 __all__ = ["DictStore", "Processor", "Record", "Sink"]
@@ -191,7 +191,7 @@ class Processor:
                 self.reporter.operation(out.record)
             elif out.kind == "alert":
                 self.metrics.alerts[out.record["kind"]] += 1
-                self.reporter.alert(out.record)
+                self.reporter.alert(codec.with_datetimes("alert", out.record))  # the views show RFC 3339
         res.state["t"] = topic
         res.state["w"] = self.watchdog.watermark(lane)
         self._dirty[key] = partition
@@ -273,9 +273,9 @@ def _decode(records: Sequence[Record]) -> list[tuple[str, int, bytes | None, Any
             event, ts = codec.read_event(value)
             if key is None and event.get("event_type") == events.HEARTBEAT_EVENT_TYPE:
                 # a bridge's heartbeat: (bridge, vouched, sent, interval) instead of a time
-                decoded.append((topic, partition, key, event, heartbeat_of(event)))
+                decoded.append((topic, partition, key, event, heartbeat_of(event, ts)))
             else:
-                decoded.append((topic, partition, key, event, micros(event["timestamp"]) if ts is None else ts))
+                decoded.append((topic, partition, key, event, ts))
         except (codec.CodecError, ValueError, KeyError, TypeError) as exc:
             decoded.append((topic, partition, key, value, exc))
     return decoded

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from pipeline import catalog
+from pipeline import catalog, codec
 from pipeline.streams import state as state_view
 from pipeline.streams.agents import DictStore
 from pipeline.streams.app import WorkerSettings, create_app
@@ -52,7 +52,8 @@ class Harness:
             await asyncio.sleep(0.005)
 
     def of(self, kind: str) -> list[dict]:
-        return [o.record for o in self.sent if o.kind == kind and o.key != self.clock_node]
+        """The records of `kind` sent, times as datetimes (as a reader of the topic gets them)."""
+        return [codec.with_datetimes(kind, o.record) for o in self.sent if o.kind == kind and o.key != self.clock_node]
 
     async def advance(self, seconds: float) -> None:
         """An event of another node at T0 + seconds: moves partition 0's watermark."""

@@ -132,12 +132,14 @@ def test_heartbeat_fields_from_the_record() -> None:
     import pytest
 
     from pipeline.streams.clock import heartbeat_of
+    from pipeline.streams.models import micros
 
     event = {"timestamp": "2027-01-15T08:00:00.000000Z",
              "payload": {"bridge": "b", "sent_at": "2027-01-15T08:00:01.500000Z", "interval_s": 5.0}}
-    bridge, vouched, sent, interval = heartbeat_of(event)
-    assert bridge == "b" and sent - vouched == 1_500_000 and interval == IV
+    vouched = micros(event["timestamp"])
+    bridge, at, sent, interval = heartbeat_of(event, vouched)
+    assert bridge == "b" and at == vouched and sent - vouched == 1_500_000 and interval == IV
     for bad in ({}, {"bridge": "", "sent_at": "x", "interval_s": 5}, {"bridge": "b", "sent_at": "nope", "interval_s": 5},
                 {"bridge": "b", "sent_at": "2027-01-15T08:00:01Z", "interval_s": 0}, "text"):
         with pytest.raises(ValueError):
-            heartbeat_of({**event, "payload": bad})
+            heartbeat_of({**event, "payload": bad}, vouched)

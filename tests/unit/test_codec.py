@@ -8,6 +8,7 @@ from pathlib import Path
 
 import avro.io
 import avro.schema
+import fastavro
 import orjson
 import pytest
 
@@ -163,3 +164,44 @@ def test_schema_added_later_is_found_by_fingerprint(tmp_path, monkeypatch):
     avro.io.DatumWriter(avro.schema.parse((tmp_path / "b.avsc").read_text())).write({"b": 5}, avro.io.BinaryEncoder(other))
     fp = avro.schema.parse((tmp_path / "b.avsc").read_text()).fingerprint("CRC-64-AVRO")
     assert codec.decode(b"\xc3\x01" + fp + other.getvalue()) == ("b", {"b": 5})
+
+
+# --- times: the agents' records carry µs, readers get datetimes ---------------------------------
+
+NODE_TIMES = ("updated_at", "power_changed_at", "provision_changed_at", "maintenance_changed_at",
+              "last_error_changed_at", "console_changed_at", "deleted_changed_at")
+
+
+def _node_state(**times) -> dict:
+    fields = codec.schema("node_state").parsed["fields"]
+    record = {f["name"]: None for f in fields}
+    record.update(node_uuid="n1", power_state="power on", deleted=False, **times)
+    return record
+
+
+def test_times_in_micros_write_the_bytes_fastavros_logical_writer_writes():
+    """A record's times as µs (the agents') or as datetimes (anyone else's) give the same value,
+    byte for byte the one fastavro's own timestamp-micros writer makes, and read back as datetimes."""
+    s = codec.schema("node_state")
+    assert s.times == NODE_TIMES and s.writes_plain
+    at = datetime(2026, 11, 22, 0, 0, 44, 350366, tzinfo=UTC)
+    us = 1795305644350366
+    as_datetimes = _node_state(updated_at=at, power_changed_at=at)
+    as_micros = _node_state(updated_at=us, power_changed_at=us)
+    logical = io.BytesIO()
+    fastavro.schemaless_writer(logical, s.parsed, as_datetimes)
+    value = codec.encode("node_state", as_micros)
+    assert value == codec.encode("node_state", as_datetimes) == codec.MAGIC + s.fingerprint + logical.getvalue()
+    assert codec.decode(value)[1] == as_datetimes == codec.with_datetimes("node_state", as_micros)
+    assert codec.encode_value("node_state", as_micros, "json") == orjson.dumps(as_datetimes)
+
+
+def test_a_schema_with_other_logical_types_writes_through_fastavros_logical_writer(tmp_path, monkeypatch):
+    (tmp_path / "day.avsc").write_text(json.dumps({"type": "record", "name": "Day", "fields": [
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "day", "type": {"type": "int", "logicalType": "date"}}]}))
+    monkeypatch.setenv("PIPELINE_AVRO_DIR", str(tmp_path))
+    s = codec.schema("day")
+    assert s.times == ("at",) and not s.writes_plain
+    record = {"at": datetime(2026, 1, 1, tzinfo=UTC), "day": datetime(2026, 1, 2).date()}
+    assert codec.decode(codec.encode("day", record)) == ("day", record)
