@@ -77,7 +77,7 @@ SETTINGS: tuple[Group, ...] = (
         Setting("--dedup-max-ids", "DEDUP_MAX_IDS", "... and at most this many per resource", 32, int),
         Setting("--batch-size", "WORKER_BATCH_SIZE",
                 "relay records the agent folds in one batch, at most (a batch is what the stream has buffered): each "
-                "resource's state is read and written once per batch", 1000, int),
+                "resource's state is written once per batch (and kept parsed between batches)", 1000, int),
         Setting("--fetch-partition-mb", "WORKER_FETCH_PARTITION_MB",
                 "the most the consumer fetches of one partition in one request, MB: it fetches again only once the "
                 "previous fetch is handed over, so under a backlog a larger fetch keeps the agent fed; memory: up to "
