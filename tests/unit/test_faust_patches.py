@@ -31,13 +31,15 @@ def test_the_check_fails_on_an_object_lacking_a_patched_attribute() -> None:
                ("faust.transport.consumer:Consumer", "_read_offset_renamed", "consumer"),
                ("faust.stores.rocksdb:Store", "_key_index_renamed", "store"),
                ("faust.transport.gone:Consumer", "_thread", "class"),
-               ("faust.transport.consumer:Consumer", "_read_offset", "class"))  # set in __init__, not on the class
+               ("faust.transport.consumer:Consumer", "_read_offset", "class"),  # set in __init__, not on the class
+               ("faust.stores.rocksdb:Store", "on_recovery_completed", "class"))  # only base Store's no-op
     assert fp.missing(lacking) == [
         "faust.transport.consumer:Consumer._drain_messages_renamed",
         "faust.transport.consumer:Consumer._read_offset_renamed",
         "faust.stores.rocksdb:Store._key_index_renamed",
         "faust.transport.gone:Consumer (needed for _thread)",
         "faust.transport.consumer:Consumer._read_offset",
+        "faust.stores.rocksdb:Store.on_recovery_completed",
     ]
     assert fp.source_drift({"faust.transport.consumer:Consumer._drain_messages": "0" * 64}) == [
         "faust.transport.consumer:Consumer._drain_messages"]

@@ -10,7 +10,9 @@ from typing import Any
 FAUST_VERSION = "0.15.3"
 AIOKAFKA_VERSION = "0.14.0"
 
-# (importable owner, attribute, how to find it): "class" = on the class; "consumer" = on a consumer
+# (importable owner, attribute, how to find it): "class" = defined by the class itself, not inherited
+# (faust's base classes hold no-op stand-ins: a rocksdb store that lost its own
+# set_persisted_offset would fall back silently to Store's `...`); "consumer" = on a consumer
 # instance faust created (set in __init__); "store" = on a rocksdb store class; "instance" = set
 # in the class's __init__
 REQUIRED: tuple[tuple[str, str, str], ...] = (
@@ -55,7 +57,7 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.transport.consumer:Consumer", "unacked", "class"),
     ("faust.types.tuples:Message", "tracked", "instance"),
     ("faust.types.tuples:Message", "generation_id", "instance"),
-    ("faust.app.base:App", "consumer_generation_id", "class"),
+    ("faust.types.app:AppT", "consumer_generation_id", "class"),  # App inherits it from AppT
     ("mode.utils.queues:ThrowableQueue", "get_nowait", "class"),
 )
 
@@ -129,7 +131,7 @@ def missing(required: tuple[tuple[str, str, str], ...] = REQUIRED, consumer: Any
         elif how in ("consumer", "store", "instance"):
             found = _instance_has(obj, attribute)
         else:
-            found = hasattr(obj, attribute)
+            found = attribute in vars(obj)
         if not found:
             out.append(f"{owner}.{attribute}")
     return out
