@@ -52,7 +52,7 @@ from pipeline.simulate.outputs import Topics as OsloTopics
 from . import stages
 from .procs import Names, Proc, count_records, delete_queues, delete_topics, start_bridge, start_worker
 from .records import KafkaRecord, Published, Workload, kafka_record
-from .results import profile_top, summary, table
+from .results import percent, profile_top, summary, table
 
 SETTINGS: tuple[Group, ...] = (
     Group("benchmark", (
@@ -129,7 +129,7 @@ class Bench:
         bridge = await self._bridge()
         worker_topics, worker_records = await self._consume_limit()
         worker = await self._worker(worker_records)
-        await self._latency(work, worker_topics)
+        await self._latency(work, worker_topics, {"bridge": bridge.pid, "worker": worker.pid, "bench": os.getpid()})
         await self._memory(bridge, worker)
         await self._two_workers()
         await self._rss_100k()
@@ -225,19 +225,22 @@ class Bench:
         say(f"  worker: {read.rate:,.0f}/s, {read.cpu_us_per_event:,.0f} µs of CPU per record")
         return worker
 
-    async def _latency(self, work: Workload, worker_topics: list[str]) -> None:
+    async def _latency(self, work: Workload, worker_topics: list[str], pids: dict[str, int]) -> None:
         """The same bridge and worker at two offered loads; the keys of the second end in _5k."""
         a, names = self.args, self.names
         for rate, seconds, suffix in ((a.e2e_rate, a.e2e_seconds, ""), (a.e2e_high_rate, a.e2e_high_seconds, "_5k")):
             count = int(rate * seconds)
             self.stage(f"end to end: {count:,} events at {rate:,.0f}/s through RabbitMQ, bridge and worker")
             e2e = await stages.end_to_end(self.amqp, self.bootstrap, f"{names.output_prefix}operations",
-                                          work.publish_list(count), rate, say, relay_topics=worker_topics)
+                                          work.publish_list(count), rate, say, relay_topics=worker_topics,
+                                          pids=pids)
             self.report.update({key + suffix: value for key, value in e2e.items()})
             say(f"  p50 {e2e['e2e_p50_ms']} ms, p99 {e2e['e2e_p99_ms']} ms over {e2e['e2e_matched']:,} of "
                 f"{e2e['e2e_operations']:,} operations; of which publish -> relay record p50 {e2e['e2e_bridge_p50_ms']} "
                 f"ms p99 {e2e['e2e_bridge_p99_ms']} ms, relay record -> operation record p50 "
                 f"{e2e['e2e_worker_p50_ms']} ms p99 {e2e['e2e_worker_p99_ms']} ms")
+            say(f"  while publishing: the machine {percent(e2e['e2e_machine_busy'])} busy on its {os.cpu_count()} "
+                f"cores; cores used: " + ", ".join(f"{name} {cores}" for name, cores in e2e['e2e_cores_by_process'].items()))
 
     async def _memory(self, bridge: Proc, worker: Proc) -> None:
         r = self.report

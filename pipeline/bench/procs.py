@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Names", "Proc", "RecordCounter", "count_records", "delete_queues", "delete_topics", "end_run",
-           "proc_cpu_seconds", "tree_env",
+__all__ = ["CpuShare", "Names", "Proc", "RecordCounter", "count_records", "delete_queues", "delete_topics",
+           "end_run", "machine_cpu_seconds", "proc_cpu_seconds", "tree_env",
            "proc_status_mb", "start_bridge", "start_worker"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -45,6 +46,59 @@ def proc_cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, busy + idle) CPU seconds of the whole machine since boot, summed over its cores
+    (the first line of /proc/stat; a guest's time is already in user and nice)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in stat.readline().split()[1:9])
+    busy = user + nice + system + irq + softirq + steal
+    return busy / _CLOCK_TICKS, (busy + idle + iowait) / _CLOCK_TICKS
+
+
+def _all_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """{pid: (command name, CPU seconds so far)} of every process we may read."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    text = stat.read()
+            except OSError:
+                continue
+            name, fields = text[text.index("(") + 1:text.rindex(")")], text.rsplit(")", 1)[1].split()
+            out[int(entry.name)] = name, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return out
+
+
+class CpuShare:
+    """Where the machine's CPU went over a window: the share of all its cores that was busy, the
+    cores each named process used, and the processes that used the most. A latency missed while
+    the machine was busy on every core was a lack of CPU, not a wait the code could shorten."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start = time.monotonic(), machine_cpu_seconds(), _all_cpu_seconds()
+
+    def figures(self, top: int = 6) -> dict[str, Any]:
+        """{"machine_busy": 0..1, "<name>_cores": cores that process used, "cores_by_process":
+        {"<command name> <pid>" (or a name of `pids`): cores} of the `top` busiest} since the start."""
+        (t0, (busy0, total0), procs0), t1 = self._start, time.monotonic()
+        busy1, total1 = machine_cpu_seconds()
+        procs1 = _all_cpu_seconds()
+        seconds = t1 - t0
+        named = {pid: name for name, pid in self.pids.items()}
+        used = {pid: (procs1[pid][1] - procs0[pid][1]) / seconds
+                for pid in procs1.keys() & procs0.keys() if seconds > 0}
+        out: dict[str, Any] = {
+            "machine_busy": round((busy1 - busy0) / (total1 - total0), 3) if total1 > total0 else None}
+        for name, pid in self.pids.items():
+            out[f"{name}_cores"] = round(used[pid], 2) if pid in used else None
+        busiest = sorted(used, key=used.__getitem__, reverse=True)[:top]
+        out["cores_by_process"] = {named.get(pid, f"{procs1[pid][0]} {pid}"): round(used[pid], 2)
+                                   for pid in busiest if used[pid] >= 0.01}
+        return out
 
 
 @dataclass

@@ -15,12 +15,23 @@ TARGETS = {
     "e2e_p99_ms_5k": 1000.0,  # at 5,000 events/s offered
     "worker_rss_mb_100k_nodes": 1024.0,
 }
+HIGH_RATE = 5_000.0  # the offered load of the second end-to-end target
 
 
 def _num(v: Any, unit: str = "/s") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     return f"{v:,.0f}{unit}" if unit == "/s" else f"{v:,.1f} {unit}".rstrip()
+
+
+def percent(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
+
+
+def cores_per_1k(r: dict[str, Any], name: str) -> float | None:
+    """Cores `name` (bridge or worker) needs per 1,000 events/s at this run's CPU per record."""
+    us = r.get(f"{name}_cpu_us_per_event")
+    return None if us is None or math.isnan(us) else us / 1000.0
 
 
 def _ratio(value: float | None, limit: float | None) -> float | None:
@@ -89,11 +100,15 @@ def table(r: dict[str, Any]) -> str:
 
     def latency(suffix: str, target: str, check: str) -> list[tuple[str, ...]]:
         offered = f"{r.get('e2e_offered_rate' + suffix) or 0:,.0f}/s"
+        cores = ", ".join(f"{name} {r[key]:.2f}" for name in ("bridge", "worker")
+                          if (key := f"e2e_{name}_cores{suffix}") in r and r[key] is not None)
         return [
             (f"end to end p50 at {offered}", num(r.get("e2e_p50_ms" + suffix), "ms"), "", "", "", ""),
             (f"end to end p99 at {offered}", _latency_text(r, suffix), "", "", target, met(checks[check])),
             ("  of which bridge (publish->relay) p99", num(r.get("e2e_bridge_p99_ms" + suffix), "ms"), "", "", "", ""),
             ("  of which worker (relay->operation) p99", num(r.get("e2e_worker_p99_ms" + suffix), "ms"), "", "", "", ""),
+            ("  machine busy while publishing", percent(r.get("e2e_machine_busy" + suffix)),
+             f"{r.get('cpus') or '?'} cores" + (f" (cores used: {cores})" if cores else ""), "", "", ""),
         ]
 
     rows = [
@@ -111,6 +126,8 @@ def table(r: dict[str, Any]) -> str:
          ratio(None if pair_ratio is None else pair_ratio / 2), "", ""),
         *latency("", "< 250 ms", "end to end p99 < 250 ms at 1,000/s"),
         *latency("_5k", "< 1,000 ms", "end to end p99 < 1 s at 5,000/s"),
+        ("CPU bridge + worker need at 5,000/s", _cores_needed_text(r), f"{r.get('cpus') or '?'} cores (machine)",
+         "", "", ""),
         ("bridge peak RSS", num(r.get("bridge_peak_rss_mb"), "MB"), "", "", "", ""),
         ("worker peak RSS", num(r.get("worker_peak_rss_mb"), "MB"), "", "", "", ""),
         (f"worker RSS at {r.get('rss_nodes', 0):,} nodes", num(r.get("worker_rss_mb_100k_nodes"), "MB"), "", "",
@@ -124,12 +141,29 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cores_needed(r: dict[str, Any], rate: float = HIGH_RATE) -> float | None:
+    """Cores the bridge and the worker together need at `rate` events/s, at this run's CPU per
+    record (publisher and brokers not counted)."""
+    bridge, worker = cores_per_1k(r, "bridge"), cores_per_1k(r, "worker")
+    return None if bridge is None or worker is None else (bridge + worker) * rate / 1000.0
+
+
+def _cores_needed_text(r: dict[str, Any]) -> str:
+    needed = cores_needed(r)
+    return "n/a" if needed is None else f"{needed:.2f} cores"
+
+
 def summary(r: dict[str, Any]) -> str:
     """The closing lines: how many targets were met, each with its figure, and the run's frame."""
     checks = targets(r)
     met = sum(1 for _, _, ok in checks if ok)
     lines = [f"{met} of {len(checks)} targets met:"]
     lines += [f"  {_met(ok):>3}  {name}: {value}" for name, value, ok in checks]
+    bridge, worker, needed = cores_per_1k(r, "bridge"), cores_per_1k(r, "worker"), cores_needed(r)
+    if needed is not None:
+        lines.append(f"CPU per 1,000 events/s: bridge {bridge:.2f} cores, worker {worker:.2f}; at {HIGH_RATE:,.0f}/s "
+                     f"the two need {needed:.2f} cores, of this machine's {r.get('cpus') or '?'}, before the "
+                     f"publisher and the brokers")
     if r.get("wall_seconds") is not None:
         lines.append(f"run {r.get('run')}: {r['wall_seconds']:,.0f} s on {r.get('cpus')} cores, load average "
                      f"{(r.get('load_average_at_start') or [0])[0]:.1f} at start, "

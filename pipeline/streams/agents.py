@@ -153,7 +153,7 @@ def install(rt: Any) -> None:
     """Register the agent, the assignment hooks and the faust patches on `rt.app`."""
     app = rt.app
     sources = set(rt.topic_names.sources)
-    faust_patches.apply(app, sources)
+    faust_patches.apply(app, sources, rt.settings.fetch_min_kb * 1024, rt.settings.fetch_wait_ms)
     processor = rt.processor = Processor(rt, TableWriter(rt.resources), TableWriter(rt.loss))
     check_delivery = _delivery_check(app)
     rt.changelog_queue = ChangelogQueue(app, check_delivery)

@@ -70,6 +70,8 @@ class WorkerSettings:
     group_instance_id: str | None = None  # static membership: a restart takes its place at once
     batch_size: int = _default("--batch-size")  # relay records per batch of the agent's body, at most
     fetch_partition_mb: int = _default("--fetch-partition-mb")  # one partition's most in one fetch request
+    fetch_min_kb: int = _default("--fetch-min-kb")  # a fetch is answered once this much is there ...
+    fetch_wait_ms: int = _default("--fetch-wait-ms")  # ... or this long has passed
     stop_after: int = _default("--stop-after")  # exit once this many relay records were read (benchmarks); 0 = never
     loglevel: str = _default("--loglevel")
 

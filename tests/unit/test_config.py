@@ -84,3 +84,17 @@ def test_the_worker_fetch_size_reaches_faust_s_consumer(tmp_path) -> None:
     assert create_app(settings, 3).app.conf.consumer_max_fetch_size == 8 * 1024 * 1024
     with pytest.raises(ConfigError, match=r"^--fetch-partition-mb must be between 1 and 64, not 0$"):
         _worker_settings(tmp_path, "--fetch-partition-mb", "0")
+
+
+async def test_the_worker_fetch_round_settings_reach_the_kafka_consumer(tmp_path) -> None:
+    from pipeline.streams.app import create_app
+
+    rt = create_app(_worker_settings(tmp_path, "--fetch-min-kb", "64", "--fetch-wait-ms", "200"), 3)
+    rt.app.finalize()
+    kafka = rt.app.consumer._thread._create_worker_consumer(rt.app.transport)
+    assert (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms) == (64 * 1024, 200)  # AIOKafkaConsumer.start's
+    # source is pinned (faust_patches.PATCHED_SOURCES): it hands these two to its fetcher
+    with pytest.raises(ConfigError, match=r"^--fetch-wait-ms must be between 1 and 1500, not 0$"):
+        _worker_settings(tmp_path, "--fetch-wait-ms", "0")
+    with pytest.raises(ConfigError, match=r"^--fetch-min-kb must be between 0 and 16384, not -1$"):
+        _worker_settings(tmp_path, "--fetch-min-kb", "-1")

@@ -51,6 +51,12 @@ def test_the_consumer_faust_creates_drains_inline(rt) -> None:
     assert consumer._pipeline_rewinds_uncommitted
 
 
+async def test_the_kafka_consumer_faust_creates_keeps_faust_s_fetch_unless_asked(rt) -> None:
+    """By default (--fetch-min-kb 0) the consumer is faust's: answered as soon as one record is there."""
+    kafka = rt.app.consumer._thread._create_worker_consumer(rt.app.transport)
+    assert (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms) == (1, 1500)
+
+
 async def test_a_callback_that_blocks_is_resumed_not_restarted() -> None:
     """The inline drain's fallback: a coroutine driven to its first suspension and handed to a
     task continues where it stopped, and gets cancellation."""

@@ -134,3 +134,33 @@ def test_a_report_path_that_cannot_be_written_is_a_one_line_error_before_measuri
     assert done.returncode == 2
     err = done.stderr.strip()
     assert "--report" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cores_bridge_and_worker_need_at_5k_from_their_cpu_per_record() -> None:
+    """90 + 60 µs per record: 0.15 cores per 1,000/s, 0.75 cores at 5,000/s."""
+    r = report(cpus=2, e2e_machine_busy_5k=0.97, e2e_bridge_cores_5k=1.1, e2e_worker_cores_5k=0.6)
+    t = rows(command.table(r))
+    assert t["CPU bridge + worker need at 5,000/s"][:2] == ["0.75 cores", "2 cores (machine)"]
+    busy = [cells for name, cells in t.items() if name == "machine busy while publishing"]
+    assert busy[-1][:2] == ["97%", "2 cores (cores used: bridge 1.10, worker 0.60)"]
+    lines = command.summary(report(cpus=2, bridge_cpu_us_per_event=250.0, worker_cpu_us_per_event=176.0))
+    assert ("CPU per 1,000 events/s: bridge 0.25 cores, worker 0.18; at 5,000/s the two need 2.13 cores, "
+            "of this machine's 2, before the publisher and the brokers") in lines.splitlines()
+    assert rows(command.table(report(worker_cpu_us_per_event=None)))["CPU bridge + worker need at 5,000/s"][0] == "n/a"
+
+
+def test_cpu_share_of_a_busy_process_and_of_the_machine() -> None:
+    import os
+    import time
+
+    from pipeline.bench.procs import CpuShare, machine_cpu_seconds
+
+    busy, total = machine_cpu_seconds()
+    assert 0 < busy <= total
+    share = CpuShare({"me": os.getpid(), "gone": 2**22 + 12345})
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:  # one core busy for half a second
+        pass
+    figures = share.figures()
+    assert figures["me_cores"] > 0.5 and figures["gone_cores"] is None
+    assert 1 / (os.cpu_count() or 1) * 0.5 < figures["machine_busy"] <= 1.0

@@ -31,6 +31,9 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.transport.consumer:Consumer", "consumer_stopped_errors", "consumer"),
     ("faust.transport.drivers.aiokafka:Consumer", "_thread", "consumer"),
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "seek_to_beginning", "class"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_create_worker_consumer", "class"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_min_bytes", "instance"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms", "instance"),
     ("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "class"),
     ("faust.transport.drivers.aiokafka:Producer", "flush", "class"),
     ("faust.transport.consumer:CONSUMER_FETCHING", "", "module"),
@@ -61,7 +64,7 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("mode.utils.queues:ThrowableQueue", "get_nowait", "class"),
 )
 
-# faust methods a patch copies or wraps, with the sha256 of their source as of FAUST_VERSION:
+# faust (and aiokafka) methods a patch copies, wraps or relies on, with the sha256 of their source as of FAUST_VERSION:
 # a change upstream means the copy must be re-diffed
 PATCHED_SOURCES: dict[str, str] = {
     "faust.transport.consumer:Consumer._drain_messages":
@@ -86,6 +89,11 @@ PATCHED_SOURCES: dict[str, str] = {
         "3a48ee257a65435b482d51edb74f2993a67867949b1ef89b49fea893769e0614",
     "faust.topics:Topic._compile_decode":
         "6474178f8c211c056192d1b1a470cd9a617a3d7c59babf9b9297b24e3e507c26",
+    # app.fetch_in_rounds wraps the first and sets what the second hands to aiokafka's fetcher
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer":
+        "c2701bfc3e6f6cad95c2be36d6a255a86e2c57d18d36cc1082b5fb5c482d99d7",
+    "aiokafka.consumer.consumer:AIOKafkaConsumer.start":
+        "2f1ba70443327538800d348e61042cdedd5a5e6306f40ebe1a06dddba7494c45",
 }
 
 
