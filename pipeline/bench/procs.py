@@ -38,14 +38,22 @@ def proc_status_mb(pid: int, key: str) -> float | None:
     return None
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, all threads) a process has used so far, None once it exited."""
+def _proc_stat(pid: int | str) -> tuple[str, float] | None:
+    """(command name, CPU seconds: user + system, all threads) of a process, None once it exited."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()  # the command name may hold spaces
+            text = stat.read()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+    head, _, tail = text.rpartition(")")  # the command name may hold spaces and parentheses
+    fields = tail.split()
+    return head.partition("(")[2], (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (14, 15)
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far, None once it exited."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
@@ -59,17 +67,8 @@ def machine_cpu_seconds() -> tuple[float, float]:
 
 def _all_cpu_seconds() -> dict[int, tuple[str, float]]:
     """{pid: (command name, CPU seconds so far)} of every process we may read."""
-    out = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as stat:
-                    text = stat.read()
-            except OSError:
-                continue
-            name, fields = text[text.index("(") + 1:text.rindex(")")], text.rsplit(")", 1)[1].split()
-            out[int(entry.name)] = name, (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    return out
+    stats = {int(entry.name): _proc_stat(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()}
+    return {pid: stat for pid, stat in stats.items() if stat is not None}
 
 
 class CpuShare:

@@ -64,8 +64,8 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("mode.utils.queues:ThrowableQueue", "get_nowait", "class"),
 )
 
-# faust (and aiokafka) methods a patch copies, wraps or relies on, with the sha256 of their source as of FAUST_VERSION:
-# a change upstream means the copy must be re-diffed
+# faust (and aiokafka) methods a patch copies, wraps or relies on, with the sha256 of their source
+# at the pinned versions: a change upstream means the patch must be re-diffed
 PATCHED_SOURCES: dict[str, str] = {
     "faust.transport.consumer:Consumer._drain_messages":
         "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
