@@ -287,30 +287,3 @@ def mask_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def settings_document() -> str:
-    """docs/settings.md: every process's settings table, made from the declarations themselves."""
-    import importlib
-
-    from pipeline.cli import SUBCOMMANDS
-
-    parts = [
-        "# Settings",
-        "",
-        "Every setting is a flag whose default comes from an environment variable (when it has one); a",
-        "flag given wins over the variable. Secrets are never flags: `NAME` or the file named by `NAME_FILE`",
-        "(KAFKA_SASL_PASSWORD, AMQP_PASSWORD, WEB_TOKEN). A bad value exits with one line naming the setting.",
-        "",
-        "This file is written by `python -m pipeline.config > docs/settings.md` from the tables in the code;",
-        "`tests/unit/test_settings_docs.py` fails when the two differ.",
-        "",
-    ]
-    for process, (module, summary) in SUBCOMMANDS.items():
-        parts += [settings_markdown(process, importlib.import_module(module).SETTINGS).replace(
-            f"## `pipeline {process}`\n", f"## `pipeline {process}`\n\n{summary[0].upper()}{summary[1:]}.\n", 1)]
-    return "\n".join(parts).rstrip("\n") + "\n"
-
-
-if __name__ == "__main__":
-    print(settings_document(), end="")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config
+from pipeline import config, settings_doc
 from pipeline.streams import command as worker_command
 from pipeline.streams.app import WorkerSettings
 
@@ -15,8 +15,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
 
 
 def test_the_settings_document_is_the_code_s() -> None:
-    assert DOC.read_text() == config.settings_document(), (
-        "docs/settings.md differs from the settings tables: run `python -m pipeline.config > docs/settings.md`"
+    assert DOC.read_text() == settings_doc.settings_document(), (
+        "docs/settings.md differs from the settings tables: run `python -m pipeline.settings_doc > docs/settings.md`"
     )
 
 
@@ -27,7 +27,7 @@ def test_a_changed_default_is_drift(monkeypatch: pytest.MonkeyPatch) -> None:
             config.Setting(**{**s.__dict__, "default": 61.0}) if s.flag == "--lateness" else s for s in group.settings))
 
     monkeypatch.setattr(worker_command, "SETTINGS", tuple(map(changed, worker_command.SETTINGS)))
-    assert DOC.read_text() != config.settings_document()
+    assert DOC.read_text() != settings_doc.settings_document()
 
 
 def test_the_worker_dataclass_defaults_are_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
