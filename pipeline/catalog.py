@@ -21,6 +21,11 @@ Rules the table encodes (docs/contracts.md, "Operations"):
   segment (``task.*`` and ``metadef_*`` are Glance's: service ``image``). Unknown
   ``baremetal.*.start/end/error`` pair by shape like the known ones (operation
   ``X``, deadline `DEFAULT_DEADLINE_S`); other unknown events get no operation.
+
+Observations (``pipeline.observed``, written by ``pipeline reconcile`` from the owning service's
+API, docs/reconcile.md) are rows too: `OBSERVABLE` says per family which API resource answers for
+it and which fields are read; `FINISHES` says per operation how that answer shows the operation
+finished (`streams/observations.py` reads these tables, with no branch per operation).
 """
 from __future__ import annotations
 
@@ -32,8 +37,15 @@ from typing import Literal, get_args
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
+    "FINISHES",
+    "IRONIC_TRANSITIONAL",
+    "OBSERVABLE",
+    "OBSERVED_EVENT_TYPE",
+    "OBSERVER",
     "EventClass",
+    "Finish",
     "OPERATIONS",
+    "Observable",
     "ROWS",
     "STATUSES",
     "Row",
@@ -318,3 +330,89 @@ def classify(event_type: str, priority: str) -> EventClass:
     if hit is not None:
         return _from_row(hit[0], hit[1], priority)
     return _by_shape(event_type)
+
+
+# --- observations: what `pipeline reconcile` asks the owning service ---------------------------
+
+OBSERVED_EVENT_TYPE = "pipeline.observed"  # reserved: a notification arriving with it is dead-lettered
+OBSERVER = "pipeline.reconciler"  # the publisher_id of every observation, whichever replica wrote it
+
+# Ironic provision states a node passes through on its own (ironic/common/states.py: the *ING and
+# *WAIT states, and the holds waiting for an operator): an operation in one has not finished.
+IRONIC_TRANSITIONAL = frozenset({
+    "deploying", "wait call-back", "deploy hold",
+    "cleaning", "clean wait", "clean hold",
+    "inspecting", "inspect wait",
+    "deleting", "rescuing", "rescue wait", "unrescuing",
+    "adopting", "verifying",
+    "servicing", "service wait", "service hold",
+})
+# ... and the states an operation that failed leaves it in
+_IRONIC_FAILED = frozenset({
+    "deploy failed", "clean failed", "inspect failed", "rescue failed", "unrescue failed", "adopt failed",
+    "service failed", "error",
+})
+_NODE_FIELDS = ("uuid", "power_state", "target_power_state", "provision_state", "target_provision_state",
+                "maintenance", "maintenance_reason", "last_error", "updated_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Observable:
+    """A family whose resources the reconciler can ask about: openstacksdk's proxy and resource
+    (``conn.<service>.get_<kind>(id)``), the fields read, and the payload key they are carried
+    under, as in the service's own notifications (None: at the payload's root, as Glance does)."""
+
+    service: str
+    kind: str
+    fields: tuple[str, ...]
+    wrapper: str | None
+
+
+OBSERVABLE: Mapping[str, Observable] = MappingProxyType({
+    "baremetal.node": Observable("baremetal", "node", _NODE_FIELDS, "ironic_object.data"),
+    "image": Observable("image", "image", ("id", "status", "updated_at", "size", "checksum"), None),
+    "task": Observable("image", "task", ("id", "status", "message", "updated_at"), None),
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How the API's answer shows that an open operation finished.
+
+    The answer counts only when the resource was updated at or after the operation's start. Then:
+    `target` set (Ironic's target_* while the conductor works) or `state` in `running`: still
+    running; `state` in `failed`: error; otherwise success, unless `expect` names what the start
+    asked for (power_set's ``to_power``, read through `reached`) and the state is not that. A
+    `state` of None: the operation is a synchronous API call, finished once the answer is newer.
+    A 404 closes it as `gone` (a delete's success)."""
+
+    state: str | None = None
+    target: str | None = None
+    running: frozenset[str] = frozenset()
+    failed: frozenset[str] = frozenset()
+    expect: str | None = None
+    reached: Mapping[str, str] | None = None
+    gone: str = "gone"
+
+
+# power_set's to_power -> the power_state it ends in
+_POWER_REACHED = MappingProxyType({
+    "power on": "power on", "power off": "power off", "rebooting": "power on", "soft rebooting": "power on",
+    "soft power off": "power off",
+})
+_SYNCHRONOUS = Finish()
+
+FINISHES: Mapping[str, Finish] = MappingProxyType({
+    "baremetal.node.power_set": Finish("power_state", "target_power_state", failed=frozenset({"error"}),
+                                       expect="to_power", reached=_POWER_REACHED),
+    "baremetal.node.provision_set": Finish("provision_state", "target_provision_state", IRONIC_TRANSITIONAL,
+                                           _IRONIC_FAILED),
+    "baremetal.node.maintenance_set": _SYNCHRONOUS,
+    "baremetal.node.console_set": _SYNCHRONOUS,
+    "baremetal.node.create": _SYNCHRONOUS,
+    "baremetal.node.update": _SYNCHRONOUS,
+    "baremetal.node.delete": Finish(gone="success"),
+    "image.upload": Finish("status", running=frozenset({"queued", "saving", "uploading", "importing"}),
+                           failed=frozenset({"killed"})),
+    "task": Finish("status", running=frozenset({"pending", "processing"}), failed=frozenset({"failure"})),
+})

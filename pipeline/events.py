@@ -34,6 +34,10 @@ DEFAULT_TOPIC_PREFIX = "notifications."
 # with this event type would move the workers' clocks, so the bridge never relays one.
 HEARTBEAT_EVENT_TYPE = "pipeline.heartbeat"
 HEARTBEAT_KIND = b"heartbeat"
+# Event types only the pipeline writes: one arriving on the bus would move the workers' clocks or
+# close operations on a stranger's word, so the bridge dead-letters it.
+_RESERVED = {HEARTBEAT_EVENT_TYPE: "the bridge's heartbeat records",
+             catalog.OBSERVED_EVENT_TYPE: "the reconciler's observations"}
 
 class NormalizedEvent(TypedDict):
     """One notification as every part of the pipeline sees it (docs/contracts.md, "The normalized
@@ -125,8 +129,9 @@ def _ironic_meta(payload: Any, key: str) -> str | None:
 
 def normalize_notification(n: wire.Notification, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> NormalizedEvent:
     """A decoded Notification -> the normalized event dict (payload masked). Raises Rejected."""
-    if n.event_type == HEARTBEAT_EVENT_TYPE:
-        raise Rejected(f"event type {HEARTBEAT_EVENT_TYPE} is reserved for the bridge's heartbeat records")
+    reserved = _RESERVED.get(n.event_type)
+    if reserved is not None:
+        raise Rejected(f"event type {n.event_type} is reserved for {reserved}")
     cls = catalog.classify(n.event_type, n.priority)
     payload = n.payload
     if isinstance(payload, str):

@@ -93,7 +93,7 @@ class Counter(NamedTuple):
 
     publisher: str
     operation: str
-    what: str  # started, ended, errors, missing, late, orphaned, superseded
+    what: str  # started, ended, errors, missing, late, orphaned, superseded, reconciled, late_after_reconciled
 
 
 class OpenOperation(TypedDict):
@@ -148,6 +148,9 @@ class ResourceState(TypedDict):
     ops: dict[str, OpenOperation]
     orph: dict[str, WaitingEnd]
     node: NotRequired[NodeMemory]
+    # operations closed from the API's answer: [start message id, until when a late end of it is
+    # dropped (event time)], by operation
+    rec: NotRequired[dict[str, list]]
 
 
 @dataclass(slots=True)

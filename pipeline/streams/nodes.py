@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import catalog
 from .models import NodeMemory
 
 __all__ = ["GROUPS", "TRANSITIONAL", "apply", "in_transition_since", "record"]
@@ -32,16 +33,8 @@ _GROUP_ITEMS = tuple(GROUPS.items())
 # per group: the record's keys for its change (time, message id, event type)
 _CHANGE_KEYS = tuple((g, f"{g}_changed_at", f"{g}_changed_by", f"{g}_changed_event") for g in GROUPS)
 
-# Ironic provision states a node passes through on its own; one that stays too long is stuck
-# (ironic/common/states.py: the *ING and *WAIT states, and the holds waiting for an operator).
-TRANSITIONAL = frozenset({
-    "deploying", "wait call-back", "deploy hold",
-    "cleaning", "clean wait", "clean hold",
-    "inspecting", "inspect wait",
-    "deleting", "rescuing", "rescue wait", "unrescuing",
-    "adopting", "verifying",
-    "servicing", "service wait", "service hold",
-})
+# a node in one of these longer than --stuck-after is stuck
+TRANSITIONAL = catalog.IRONIC_TRANSITIONAL
 
 
 def _snapshot(event: dict) -> dict[str, Any] | None:

@@ -33,7 +33,8 @@ import hashlib
 import uuid
 from typing import Any, cast
 
-from . import dedup, nodes
+from .. import catalog, observed
+from . import dedup, models, nodes
 from .models import (
     SECOND,
     Counter,
@@ -98,7 +99,7 @@ def _terminal(event: dict, ts: int, settings: Settings) -> WaitingEnd:
 
 
 def _op_record(resource: str, operation: str, opened: OpenOperation | None, ended: WaitingEnd | None,
-               outcome: str, late: bool) -> Output:
+               outcome: str, late: bool, reconciled: bool = False) -> Output:
     st = opened["st"] if opened else None
     et = ended["et"] if ended else None
     # either side may be missing (a superseded start has no end): read both as plain mappings
@@ -121,6 +122,7 @@ def _op_record(resource: str, operation: str, opened: OpenOperation | None, ende
         "provision_state": end.get("ps"),
         "fsm_event": start.get("fe") or end.get("fe"),
         "late": late,
+        "reconciled": reconciled,
     }
     return Output("operation", resource, rec["op_id"], rec)
 
@@ -128,7 +130,8 @@ def _op_record(resource: str, operation: str, opened: OpenOperation | None, ende
 def _alert(kind: str, resource: str, operation: str | None, token: Any, *, node: str | None,
            publisher: str, raised_at: int, started_at: int | None = None, deadline_at: int | None = None,
            ended_at: int | None = None, message_id: str | None = None,
-           provision_state: str | None = None, detail: str = "") -> Output:
+           provision_state: str | None = None, detail: str = "", resolution: str | None = None,
+           resolves: str | None = None) -> Output:
     rec: dict[str, Any] = {
         "alert_id": output_id(kind, resource, operation, token),
         "kind": kind,
@@ -143,6 +146,8 @@ def _alert(kind: str, resource: str, operation: str | None, token: Any, *, node:
         "message_id": message_id,
         "provision_state": provision_state,
         "detail": detail,
+        "resolution": resolution,
+        "resolves": resolves,
     }
     return Output("alert", resource, rec["alert_id"], rec)
 
@@ -156,6 +161,7 @@ def _orphan_alert(resource: str, operation: str, orphan: WaitingEnd, raised_at: 
 
 def _open(res: Result, resource: str, operation: str, opened: OpenOperation) -> None:
     res.state["ops"][operation] = opened
+    res.state.get("rec", {}).pop(operation, None)  # a late end from now on is this one's
     res.expiries.append(Expiry(opened["dl"], "deadline", operation, opened["sm"]))
     res.counters.append(Counter(opened["pub"], operation, "started"))
 
@@ -213,6 +219,13 @@ def _on_terminal(res: Result, resource: str, event: dict, ts: int, settings: Set
     if start is not None:
         _close(res, resource, operation, start, end)
         return
+    reconciled = state.get("rec", {}).get(operation)
+    if reconciled is not None and ts <= reconciled[1]:
+        # the end of an operation already closed from the API's answer: that record stands
+        # (docs/reconcile.md, "When they disagree"); this end changes the node state only
+        del state["rec"][operation]
+        res.counters.append(Counter(end["pub"], operation, "late_after_reconciled"))
+        return
     previous = state["orph"].get(operation)
     if previous is not None:  # two terminals and no start: the older one will never pair
         older, end = (previous, end) if previous["et"] <= end["et"] else (end, previous)
@@ -248,6 +261,8 @@ def on_event(state: ResourceState | None, event: dict, ts: int, settings: Settin
     # A start that completes an end received earlier (Ironic's race) carries the node as it was
     # before the operation: the end already told the newer truth, whatever the timestamps say.
     race = orphan is not None and ts <= orphan["until"]
+    is_observation = operation is None and event["event_type"] == catalog.OBSERVED_EVENT_TYPE
+    stuck_since = nodes.in_transition_since(state.get("node")) if is_observation else None
     if event.get("family") == _NODE_FAMILY and not race:
         node, changed = nodes.apply(state.get("node"), event, ts)
         if changed and node is not None:  # a node changed is a node
@@ -263,7 +278,55 @@ def on_event(state: ResourceState | None, event: dict, ts: int, settings: Settin
             _on_start(res, resource, event, ts, settings)
         elif phase in ("end", "error"):
             _on_terminal(res, resource, event, ts, settings)
+    elif is_observation:
+        _on_observed(res, resource, event, stuck_since, settings)
     return res
+
+
+def _on_observed(res: Result, resource: str, event: dict, stuck_since: int | None, settings: Settings) -> None:
+    """What the API answered: an operation it shows finished closes, reconciled; a stuck node it
+    shows moved on is healed (its state already folded). Only an operation whose missing_end was
+    raised is closed: before its deadline its end may still be on the way, and the notification
+    is the better witness (it has the end's own time and message)."""
+    state = res.state
+    obs = observed.read(event)
+    observed_us = models.micros(event["payload"]["observation"]["observed_at"])
+    for operation, op in list(state["ops"].items()):
+        if not op["al"]:
+            continue
+        decided = observed.outcome(operation, op["st"], {"to_power": op.get("tp")}, obs, observed_us)
+        if decided is None:
+            continue
+        outcome, ended_at = decided
+        del state["ops"][operation]
+        end: WaitingEnd = {
+            "em": event["message_id"], "et": ended_at, "pub": event.get("publisher_id") or "",
+            "oc": "error" if outcome == "error" else "success", "ps": obs.fields.get("provision_state"),
+            "tp": None, "fe": None, "node": event.get("node_uuid"), "until": ended_at,
+        }
+        res.outputs.append(_op_record(resource, operation, op, end, outcome, late=True, reconciled=True))
+        res.outputs.append(_alert(
+            "reconciled", resource, operation, event["message_id"], node=op.get("node"), publisher=op["pub"],
+            raised_at=ended_at, started_at=op["st"], deadline_at=op["dl"], ended_at=ended_at,
+            message_id=event["message_id"], provision_state=end["ps"], resolution=outcome,
+            resolves=output_id("missing_end", resource, operation, op["sm"]),
+            detail=f"{outcome} as the API answered ({obs.about})",
+        ))
+        res.counters.append(Counter(op["pub"], operation, "reconciled"))
+        if outcome == "error":
+            res.counters.append(Counter(op["pub"], operation, "errors"))
+        state.setdefault("rec", {})[operation] = [op["sm"], ended_at + int(settings.late_horizon_s * SECOND)]
+    node = state.get("node")
+    if node is not None and stuck_since is not None and node["x"] == stuck_since \
+            and nodes.in_transition_since(node) != stuck_since:
+        node["x"] = 0
+        ps = node["f"].get("provision_state")
+        res.outputs.append(_alert(
+            "reconciled", resource, None, event["message_id"], node=resource, publisher="",
+            raised_at=observed_us, started_at=stuck_since, provision_state=ps, message_id=event["message_id"],
+            resolution="healed", resolves=output_id("stuck_state", resource, None, stuck_since),
+            detail=f"the API shows the node in {ps!r} ({obs.about})",
+        ))
 
 
 def on_expiry(state: ResourceState | None, resource: str, expiry: Expiry, watermark: int, settings: Settings,
@@ -340,6 +403,8 @@ def _copy(state: ResourceState) -> ResourceState:
     out["d"] = [list(e) for e in state["d"]]
     out["ops"] = {k: v.copy() for k, v in state["ops"].items()}
     out["orph"] = {k: v.copy() for k, v in state["orph"].items()}
+    if "rec" in state:
+        out["rec"] = {k: list(v) for k, v in state["rec"].items()}
     node = state.get("node")
     if node is not None:
         out["node"] = {"f": dict(node["f"]), "s": dict(node["s"]), "c": dict(node["c"]),

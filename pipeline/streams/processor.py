@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .. import codec, events
+from .. import catalog, codec, events
 from . import operations
 from . import state as state_view
 from .clock import heartbeat_of
@@ -35,6 +35,9 @@ log = logging.getLogger("pipeline.worker")
 Sink = Callable[[str, bytes, Output, int], None]
 Record = tuple[str, int, "bytes | None", bytes]  # relay topic, partition, key, value
 _ABSENT = object()  # a key read and not in the table
+# An observation carries the time its resource changed, not a time the source vouches for: every
+# notification before it may not be in Kafka yet (a bridge down), so it must not move the clock.
+OBSERVED = catalog.OBSERVED_EVENT_TYPE
 # Parsed states kept between batches (the table stays the truth: each batch writes its states back
 # and its changelog records out): a node's next batch skips the RocksDB read and the JSON parse,
 # about 5 % of the worker. Dropped all at once past this many (a few KB each), on every assignment
@@ -143,7 +146,8 @@ class Processor:
                 wd.heartbeat(lane, *ts)
                 m.heartbeats += 1
             elif key:
-                wd.observe(lane, ts)
+                if event["event_type"] != OBSERVED:  # the reconciler does not vouch for time
+                    wd.observe(lane, ts)
                 state = self._state(partition, key)
                 res = operations.on_event(state, event, ts, machine, partition, owned=True)
                 if res.verdict == "new":

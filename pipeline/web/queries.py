@@ -27,7 +27,7 @@ PROVISION_STATES: frozenset[str] = frozenset(
         "service hold", "none",
     }
 )
-ALERT_TYPES: tuple[str, ...] = ("missing_end", "resolved_late", "orphan_end", "stuck_state")
+ALERT_TYPES: tuple[str, ...] = ("missing_end", "resolved_late", "orphan_end", "stuck_state", "reconciled")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -91,7 +91,7 @@ def op(node: str, operation: str, outcome: str, start: dict | None, end: dict | 
         "duration_ms": max(0, (et - st) // timedelta(milliseconds=1)) if st and et else None,
         "start_message_id": start and start["message_id"], "end_message_id": end and end["message_id"],
         "publisher_id": publisher, "to_power": to_power, "previous_provision_state": prev,
-        "provision_state": new, "fsm_event": fsm, "late": late,
+        "provision_state": new, "fsm_event": fsm, "late": late, "reconciled": False,
     }
 
 
@@ -184,7 +184,7 @@ async def test_end_with_no_start(h: Harness) -> None:
         "resource_uuid": n, "node_uuid": n, "operation": POWER, "publisher_id": PUB,
         "raised_at": s.at(121), "started_at": None, "deadline_at": None,
         "ended_at": parse_timestamp(b["timestamp"]), "message_id": b["message_id"], "provision_state": None,
-        "detail": f"success of {POWER} with no start",
+        "detail": f"success of {POWER} with no start", "resolution": None, "resolves": None,
     }]
     assert h.of("operation") == []
     await h.advance(10_000)
@@ -199,7 +199,7 @@ def missing_alert(n: str, a: dict, raised_s: float) -> dict:
         "alert_id": output_id("missing_end", n, POWER, a["message_id"]), "kind": "missing_end",
         "resource_uuid": n, "node_uuid": n, "operation": POWER, "publisher_id": PUB,
         "raised_at": s.at(raised_s), "started_at": s.at(0), "deadline_at": s.at(300), "ended_at": None,
-        "message_id": a["message_id"], "provision_state": None, "detail": "no end within 300 s",
+        "message_id": a["message_id"], "provision_state": None, "detail": "no end within 300 s", "resolution": None, "resolves": None,
     }
 
 
@@ -232,6 +232,7 @@ async def test_late_end_after_the_alert(h: Harness) -> None:
         "resource_uuid": n, "node_uuid": n, "operation": POWER, "publisher_id": PUB,
         "raised_at": s.at(450), "started_at": s.at(0), "deadline_at": s.at(300), "ended_at": s.at(450),
         "message_id": b["message_id"], "provision_state": None, "detail": "success 150000 ms after the deadline",
+        "resolution": None, "resolves": None,
     }]
     assert h.loss()[(PUB, POWER)] == {"started": 1, "missing": 1, "ended": 1, "late": 1}
     assert state_view.open_operations(n, h.rt.processor.resources[n.encode()]) == []
