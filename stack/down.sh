@@ -18,11 +18,18 @@ stop_pid() {
   rm -f "$f"
 }
 
-stop_kafka() { stop_pid Kafka kafka 120; }   # SIGTERM runs the broker's controlled shutdown
+# The record of who started a broker goes with the broker, when it is this stack's.
+forget() { [ "$(cat "$(record "$1" "$2")" 2>/dev/null)" = "$STATE" ] && rm -f "$(record "$1" "$2")"; return 0; }
+
+stop_kafka() {   # SIGTERM runs the broker's controlled shutdown
+  [ -f "$STATE/kafka.pid" ] && forget kafka "$KAFKA_PORT"
+  stop_pid Kafka kafka 120
+}
 
 stop_rabbitmq() {
   local f="$STATE/rabbitmq.pid" node pid
   [ -f "$f" ] || { say "RabbitMQ: not started by us, leaving it"; return; }
+  forget rabbitmq "$AMQP_PORT"
   node="$(cat "$STATE/rabbitmq.node" 2>/dev/null || echo rabbit@localhost)"
   pid="$(cat "$f")"
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then

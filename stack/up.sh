@@ -2,7 +2,8 @@
 # Start the local Kafka (KRaft, 127.0.0.1:9092) and RabbitMQ (127.0.0.1:5672, guest/guest), and
 # the schema registry (Apicurio, 127.0.0.1:8081) when asked for or when AVRO_FRAMING=registry.
 # Idempotent: a broker already listening on its port is reused and left alone by down.sh,
-# which stops only what this script started (recorded in .stack/*.pid).
+# which stops only what this script started (recorded in .stack/*.pid). A reused broker keeps the
+# TLS material and passwords of the stack that started it (owner.sh finds them): this says whose.
 # Usage: up.sh [kafka] [rabbitmq] [registry]   (kafka and rabbitmq when none is named)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -31,9 +32,20 @@ add_scram_user() {
   rm -f "$dir/logs/scram.log"
 }
 
+# A reused broker: when its TLS listener is not this stack's, say whose it is, or why none is found.
+reused() {
+  local owner
+  if owner="$(bash "$STACK/owner.sh" "$1" 2>&1)"; then
+    [ "$owner" = "$STATE" ] || say "$2: started by another $(where "$owner"), with its certificates and passwords" \
+      "($owner/tls), which the tests use; for this checkout's: \`make down\` there, then \`make up\` here"
+  else
+    say "$2: warning, the TLS tests will fail: ${owner#"[stack] error: "}"
+  fi
+}
+
 start_kafka() {
   if listening "$KAFKA_PORT"; then
-    say "Kafka: something already listens on 127.0.0.1:$KAFKA_PORT, reusing it"; return
+    say "Kafka: something already listens on 127.0.0.1:$KAFKA_PORT, reusing it"; reused kafka Kafka; return
   fi
   command -v java >/dev/null || die "Java 17 is needed for Kafka"
   kafka_jars
@@ -60,6 +72,7 @@ start_kafka() {
        -cp "$cp" kafka.Kafka "$dir/server.properties" >>"$dir/logs/broker.log" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$STATE/kafka.pid"
+  remember kafka "$KAFKA_PORT"
   for _ in $(seq 1 240); do
     if grep -q "Kafka Server started" "$dir/logs/broker.log" && listening "$KAFKA_PORT"; then
       add_scram_user "$cp" "$dir"
@@ -82,7 +95,7 @@ add_amqp_user() {
 
 start_rabbitmq() {
   if listening "$AMQP_PORT"; then
-    say "RabbitMQ: something already listens on 127.0.0.1:$AMQP_PORT, reusing it"; return
+    say "RabbitMQ: something already listens on 127.0.0.1:$AMQP_PORT, reusing it"; reused rabbitmq RabbitMQ; return
   fi
   if ! command -v rabbitmq-server >/dev/null; then
     say "RabbitMQ: installing Debian's rabbitmq-server"
@@ -111,6 +124,7 @@ CONF
   as_root env RABBITMQ_CONFIG_FILE="$conf/rabbitmq.conf" RABBITMQ_DIST_PORT="$RABBITMQ_DIST_PORT" \
       RABBITMQ_NODENAME="$node" rabbitmq-server -detached >"$STATE/rabbitmq.out" 2>&1
   echo "${RABBITMQ_NODENAME:-rabbit@localhost}" >"$STATE/rabbitmq.node"
+  remember rabbitmq "$AMQP_PORT"
   for _ in $(seq 1 240); do
     if listening "$AMQP_PORT" && as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" -q await_startup >/dev/null 2>&1; then
       as_root rabbitmqctl -n "$(cat "$STATE/rabbitmq.node")" eval 'list_to_integer(os:getpid()).' >"$STATE/rabbitmq.pid" 2>/dev/null || true

@@ -129,8 +129,8 @@ def report_text(sides: list[Side], stages_run: list[str]) -> str:
 
 
 def _measured(window: stages.Window, proc: Proc, what: str) -> Round:
-    if window.records == 0:  # every record came between two progress samples
-        raise ConfigError(f"{what} was done before a rate could be measured: raise --events")
+    if window.records == 0:  # the first sample already saw every record: it came too late
+        raise ConfigError(f"{what} was done before its first progress sample: raise --events")
     return window.rate, window.cpu_us_per_event, proc.peak_rss_mb
 
 
