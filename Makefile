@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration up down bench faults clean tools install
+.PHONY: run test lint unit integration up down bench faults clean tools install image
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -27,6 +27,11 @@ down:
 # (the brokers too, when this run started them: pipeline.demo runs stack/up.sh itself to know).
 run: $(STAMP)
 	$(PY) -m pipeline.demo
+
+# The image from the Dockerfile: `docker build` where there is a Docker engine, else podman with a
+# local stand-in base made by mmdebstrap (no registry needed). Reuses what a previous run built.
+image:
+	@bash stack/image.sh
 
 # Test-only tools: kustomize for the manifest tests, Debian's chromium for the dashboard test,
 # promtool and the prometheus-operator CRDs for the monitoring tests.

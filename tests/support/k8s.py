@@ -52,22 +52,26 @@ def kustomize_command() -> list[str]:
     pytest.fail("no kustomize: run tests/k8s/tools.sh (builds it from the Go module proxy into .stack/bin)")
 
 
+def kustomize_build(path: Path) -> str:
+    result = subprocess.run([*kustomize_command(), str(path)], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        pytest.fail(f"kustomize build {path} failed:\n{result.stderr}")
+    return result.stdout
+
+
 @functools.cache
 def render_text(overlay: str) -> str:
-    result = subprocess.run(
-        [*kustomize_command(), str(K8S / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"kustomize build k8s/overlays/{overlay} failed:\n{result.stderr}")
-    return result.stdout
+    return kustomize_build(K8S / "overlays" / overlay)
 
 
 def render(overlay: str) -> list[Obj]:
     """The overlay's objects; a fresh copy each call, so a test may not spoil another's."""
     return [doc for doc in yaml.safe_load_all(render_text(overlay)) if doc]
+
+
+def render_path(path: Path) -> list[Obj]:
+    """The objects of a kustomization anywhere (a test's overlay over one of ours)."""
+    return [doc for doc in yaml.safe_load_all(kustomize_build(path)) if doc]
 
 
 def ident(obj: Obj) -> str:
