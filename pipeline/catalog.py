@@ -45,6 +45,7 @@ __all__ = [
     "EventClass",
     "Finish",
     "OPERATIONS",
+    "OPERATION_FAMILY",
     "Observable",
     "ROWS",
     "STATUSES",
@@ -353,26 +354,43 @@ _IRONIC_FAILED = frozenset({
     "service failed", "error",
 })
 _NODE_FIELDS = ("uuid", "power_state", "target_power_state", "provision_state", "target_provision_state",
-                "maintenance", "maintenance_reason", "last_error", "updated_at")
+                "maintenance", "maintenance_reason", "last_error", "updated_at", "created_at")
 
 
 @dataclass(frozen=True, slots=True)
 class Observable:
-    """A family whose resources the reconciler can ask about: openstacksdk's proxy and resource
-    (``conn.<service>.get_<kind>(id)``), the fields read, and the payload key they are carried
-    under, as in the service's own notifications (None: at the payload's root, as Glance does)."""
+    """A family whose resources the reconciler can ask about: openstacksdk's proxy (the service
+    type), the API path of one resource (``{id}``) and of the list the sweep pages, the
+    microversion (Ironic: 1.8 is the first with ``fields``), the fields read, and the payload key
+    they are carried under, as in the service's own notifications (None: at the payload's root, as
+    Glance does)."""
 
     service: str
-    kind: str
+    path: str
     fields: tuple[str, ...]
     wrapper: str | None
+    microversion: str | None = None
+    listing: str | None = None  # the list's path and the key of its items, for the sweep
 
 
 OBSERVABLE: Mapping[str, Observable] = MappingProxyType({
-    "baremetal.node": Observable("baremetal", "node", _NODE_FIELDS, "ironic_object.data"),
-    "image": Observable("image", "image", ("id", "status", "updated_at", "size", "checksum"), None),
-    "task": Observable("image", "task", ("id", "status", "message", "updated_at"), None),
+    "baremetal.node": Observable("baremetal", "/nodes/{id}", _NODE_FIELDS, "ironic_object.data", "1.8", "/nodes"),
+    "image": Observable("image", "/images/{id}", ("id", "status", "updated_at", "created_at", "size", "checksum"), None),
+    "task": Observable("image", "/tasks/{id}", ("id", "status", "message", "updated_at", "created_at"), None),
 })
+
+
+def _operation_families() -> Mapping[str, str]:
+    out: dict[str, str] = {}
+    for row in ROWS:
+        if row.operation:
+            out[row.operation] = row.family
+        elif any(s in _PAIR_PHASES for s in row.statuses):
+            out[f"{row.family}.{row.action}"] = row.family
+    return MappingProxyType(out)
+
+
+OPERATION_FAMILY: Mapping[str, str] = _operation_families()  # operation -> the family of its resource
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("pipeline.simulate.command", "publish the notifications of a simulated fleet"),
     "inspect": ("pipeline.inspect", "decode and classify notification bodies read on stdin"),
     "bench": ("pipeline.bench.command", "measure the pipeline next to the raw limits of this machine"),
+    "reconcile": ("pipeline.reconcile.command",
+                  "ask Ironic's and Glance's APIs about lost ends and stuck nodes, and write what they answered"),
 }
 
 

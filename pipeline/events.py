@@ -22,6 +22,7 @@ __all__ = [
     "normalize",
     "normalize_line",
     "normalize_notification",
+    "relay_headers",
     "relay_key",
     "topic_for",
 ]
@@ -181,6 +182,12 @@ def relay_key(event: Mapping[str, Any]) -> bytes | None:
     """The Kafka key: the resource UUID as UTF-8 text (None when the message holds none)."""
     resource_uuid = event.get("resource_uuid")
     return resource_uuid.encode() if resource_uuid else None
+
+
+def relay_headers(event: Mapping[str, Any], content_type: bytes) -> list[tuple[str, bytes]]:
+    """The headers of a relay record (docs/contracts.md, Kafka topics)."""
+    return [("event_type", event["event_type"].encode()), ("message_id", event["message_id"].encode()),
+            ("priority", event["priority"].encode()), ("content-type", content_type)]
 
 
 def heartbeat_event(*, bridge: str, topic: str, partition: int, vouched: datetime, sent_at: datetime,

@@ -27,7 +27,7 @@ import orjson
 
 from . import catalog, events, wire
 
-__all__ = ["Observation", "drift", "message_id", "observation", "outcome", "read"]
+__all__ = ["Observation", "drift", "message_id", "micros_of", "observation", "outcome", "read"]
 
 _NS = uuid.UUID("0b6f3a52-3f7c-4c8e-9d0e-5a1c2f7b9e64")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -52,7 +52,7 @@ def observation(family: str, resource: str, answer: Mapping[str, Any] | None, *,
     if not found and family == "baremetal.node":
         fields = {"deleted": True}  # the node-state record's own word for a node that is no more
     fields.setdefault("uuid" if spec.wrapper else "id", resource)
-    updated = _time(fields.get("updated_at")) if found else None
+    updated = _updated(fields) if found else None
     meta = {"found": found, "observed_at": wire.rfc3339(observed_at), "about": about, "source": source}
     payload: dict[str, Any] = {spec.wrapper: fields} if spec.wrapper else dict(fields)
     payload["observation"] = meta
@@ -99,6 +99,16 @@ def _time(text: Any) -> tuple[datetime, int] | None:
     return ts, 1 if "." in text else _SECOND
 
 
+def micros_of(ts: datetime) -> int:
+    """An aware datetime as µs since the epoch (the worker's times)."""
+    return (ts - _EPOCH) // timedelta(microseconds=1)
+
+
+def _updated(fields: Mapping[str, Any]) -> tuple[datetime, int] | None:
+    """When the resource last changed: Ironic leaves updated_at null until the first change."""
+    return _time(fields.get("updated_at") or fields.get("created_at"))
+
+
 class Observation(NamedTuple):
     """An observation as the worker reads it."""
 
@@ -114,11 +124,11 @@ def read(event: Mapping[str, Any]) -> Observation:
     meta = _mapping(payload.get("observation"))
     spec = catalog.OBSERVABLE.get(event.get("family") or "")
     fields = _mapping(payload.get(spec.wrapper)) if spec is not None and spec.wrapper else payload
-    updated = _time(fields.get("updated_at"))
+    updated = _updated(fields)
     return Observation(
         found=bool(meta.get("found", True)),
         fields=fields,
-        updated_us=(updated[0] - _EPOCH) // timedelta(microseconds=1) if updated else None,
+        updated_us=micros_of(updated[0]) if updated else None,
         resolution_us=updated[1] if updated else _SECOND,
         about=str(meta.get("about") or ""),
     )

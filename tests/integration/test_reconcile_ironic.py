@@ -1,0 +1,158 @@
+"""The reconciler against a real Ironic (39, from PyPI; tests/support/ironic.py): Ironic publishes its own
+notifications through oslo.messaging into RabbitMQ, a relay on the broker loses chosen ends on their way
+to the bridge, the worker raises missing_end for each; `pipeline reconcile` asks Ironic's API and the
+operations close reconciled, and the node states end equal to what Ironic's API says.
+
+Faults on the way: Ironic is down when the reconciler starts (nothing is written or closed while it is;
+the reconciler retries), and two reconcilers answer the same alerts at once (the same observation ids:
+no operation twice)."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import codec
+from tests.support import ironic as ir
+from tests.support.bridge import delete_queues, delete_topics
+from tests.support.eventually import eventually
+from tests.support.faults import derived, header, read_topics
+from tests.support.oslo_rabbit import wait_for_queue
+from tests.support.processes import spawn, stop
+
+KAFKA = "127.0.0.1:9092"
+POWER, PROVISION = "baremetal.node.power_set", "baremetal.node.provision_set"
+COMPARED = ("power_state", "target_power_state", "provision_state", "target_provision_state", "maintenance")
+
+
+class Losses:
+    """Which ends the relay loses: the last of its operation on its node, so that no newer start
+    supersedes the open operation before its deadline (that is a loss the worker reports itself).
+    Node A goes the whole way (manage, provide, deploy, power off, power on, undeploy) and loses its
+    power-on end and its undeploy's end (its second provision end to `available`, the first being
+    `provide`'s); node B stops after deploy and power off, and loses both their ends."""
+
+    def __init__(self) -> None:
+        self.a = self.b = ""
+        self.available: collections.Counter = collections.Counter()
+
+    def __call__(self, event_type: str, data: dict) -> bool:
+        node, state, power = data.get("uuid"), data.get("provision_state"), data.get("power_state")
+        if event_type == f"{PROVISION}.end" and state == "available":
+            self.available[node] += 1
+        if node == self.a:
+            return (event_type == f"{POWER}.end" and power == "power on") or \
+                (event_type == f"{PROVISION}.end" and state == "available" and self.available[node] == 2)
+        if node == self.b:
+            return (event_type == f"{PROVISION}.end" and state == "active") or \
+                (event_type == f"{POWER}.end" and power == "power off")
+        return False
+
+
+def lifecycle(ironic: ir.Ironic, node: str, whole: bool) -> None:
+    ironic.provision(node, "manage", "manageable")
+    ironic.provision(node, "provide", "available")
+    ironic.provision(node, "active", "active")
+    ironic.power(node, "power off")
+    if whole:
+        ironic.power(node, "power on")
+        ironic.provision(node, "deleted", "available")
+
+
+def observations(prefix: str) -> list:
+    records = asyncio.run(read_topics(KAFKA, [f"{prefix}baremetal.node"]))
+    return [r for r in records.get(f"{prefix}baremetal.node", []) if header(r, "event_type") == b"pipeline.observed"]
+
+
+@pytest.mark.integration
+def test_lost_ends_are_reconciled_from_ironic(unique: str, tmp_path: Path) -> None:
+    venv = ir.install()
+    prefix, out = f"rec{unique}.notifications.", f"rec{unique}.pipeline."
+    source, target, queue = f"ironic{unique}", f"ironicb{unique}", f"rec-{unique}"
+    ironic = ir.Ironic(venv, tmp_path, source)
+    clouds = ironic.clouds_yaml(tmp_path / "clouds.yaml")
+    common = ["--topic-prefix", prefix, "--topic-partitions", "3"]
+    bridge = spawn("bridge", *common, "--amqp-queue", queue, "--amqp-binding", f"{target}:{ir.TOPIC}.*",
+                   "--no-amqp-queue-durable", "--metrics-port", "0", "--heartbeat-interval", "1",
+                   log=tmp_path / "bridge.log")
+    worker = spawn("worker", *common, "--app-id", f"rec-{unique}", "--output-prefix", out, "--store", "memory://",
+                   "--no-web", "--lateness", "1", "--orphan-grace", "5", "--deadline", f"{POWER}=15",
+                   "--deadline", f"{PROVISION}=15", log=tmp_path / "worker.log")
+    reconcilers: list = []
+    losses = Losses()
+    try:
+        wait_for_queue(queue)
+        ironic.start()
+        with ir.Dropper(source, target, losses) as dropper:
+            losses.a, losses.b = ironic.enroll("node-a"), ironic.enroll("node-b")
+            lifecycle(ironic, losses.a, whole=True)
+            lifecycle(ironic, losses.b, whole=False)
+            eventually(lambda: len(dropper.lost) == 4, 30, "the relay lost 4 ends", detail=lambda: str(dropper.lost))
+            assert all(dropper.lost.values()), dropper.lost  # each after its start
+            lost_starts = set(dropper.lost.values())
+
+            # 12 operations (create, manage, provide, deploy, power off; A also power on and undeploy),
+            # 4 of them without their end: 8 close, 4 raise missing_end
+            def settled():
+                d = asyncio.run(derived(KAFKA, out))
+                missing = [a for a in d.alerts.values() if a["kind"] == "missing_end"]
+                return d if len(d.operations) >= 8 and len(missing) >= 4 else None
+
+            before = eventually(settled, 120, "8 operations closed and 4 missing_end alerts",
+                                detail=lambda: (tmp_path / "worker.log").read_text()[-2000:])
+        assert {a["message_id"] for a in before.alerts.values() if a["kind"] == "missing_end"} == lost_starts
+        assert len(before.operations) == 8 and not any(op["reconciled"] for op in before.operations.values())
+
+        # Ironic is down: the reconciler asks, fails, writes nothing and closes nothing
+        ironic.stop()
+        args = ["--once", "--os-cloud", "ironic-test", "--os-client-config-file", str(clouds), "--output-prefix", out,
+                "--topic-prefix", prefix, "--metrics-port", "0", "--recheck", "1", "--retry-max", "2"]
+        for name in ("a", "b"):  # two at once, in groups of their own: each reads every alert
+            reconcilers.append(spawn("reconcile", *args, "--group-id", f"rec-{name}-{unique}",
+                                     log=tmp_path / f"reconcile-{name}.log"))
+        eventually(lambda: "unreachable" in (tmp_path / "reconcile-a.log").read_text(), 60,
+                   "the reconciler says the API is unreachable",
+                   detail=lambda: (tmp_path / "reconcile-a.log").read_text()[-2000:])
+        time.sleep(3)
+        assert [p.poll() for p in reconcilers] == [None, None], (tmp_path / "reconcile-a.log").read_text()[-2000:]
+        assert observations(prefix) == []
+
+        # back: both reconcilers get their answers, retrying with backoff
+        ironic.start()
+        for proc, name in zip(reconcilers, ("a", "b")):
+            assert proc.wait(120) == 0, (tmp_path / f"reconcile-{name}.log").read_text()[-3000:]
+
+        def reconciled():
+            d = asyncio.run(derived(KAFKA, out))
+            return d if sum(op["reconciled"] for op in d.operations.values()) >= 4 else None
+
+        after = eventually(reconciled, 60, "4 operations closed reconciled",
+                           detail=lambda: (tmp_path / "worker.log").read_text()[-2000:])
+        time.sleep(2)  # anything more (a second close, a duplicate) would show now
+        after = asyncio.run(derived(KAFKA, out))
+        closed = [op for op in after.operations.values() if op["reconciled"]]
+        assert {op["start_message_id"] for op in closed} == lost_starts  # each lost end, and not one other
+        assert len(closed) == 4 and all(op["outcome"] == "success" and op["late"] for op in closed)
+        assert len(after.operations) == 12 and after.duplicate_ids.get("operation", 0) == 0
+        resolved = {a["resolves"] for a in after.alerts.values() if a["kind"] == "reconciled"}
+        assert resolved == {a["alert_id"] for a in after.alerts.values() if a["kind"] == "missing_end"}
+
+        # one answer may close both of a node's operations (the other alert's job then ends unasked); what
+        # the two reconcilers both wrote has one id, and the worker closed nothing twice
+        observed = observations(prefix)
+        ids = {header(r, "message_id").decode() for r in observed}
+        assert {op["end_message_id"] for op in closed} <= ids and len(ids) <= 4, ids
+        assert {codec.decode_event(r.value)["publisher_id"] for r in observed} == {"pipeline.reconciler"}
+
+        for node in (losses.a, losses.b):
+            truth = ironic.node(node)
+            assert {k: after.nodes[node][k] for k in COMPARED} == {k: truth[k] for k in COMPARED}, node
+    finally:
+        stop(*reconcilers, bridge, worker)
+        ironic.stop()
+        asyncio.run(delete_queues(queue))
+        for topics in (prefix, out):
+            asyncio.run(delete_topics(topics))
