@@ -16,14 +16,21 @@ Order of the stages (each prints progress on stderr):
 7. Kafka consume limit: a bare aiokafka consumer reads the bridge's records.
 8. worker: `pipeline worker` (every agent, RocksDB store, web views) reads the same records; rate
    and CPU time per record as for the bridge.
-9. end to end: with bridge and worker running, events published at a fixed rate through the
-   exchanges (1,000/s, then 5,000/s: keys ending in _5k); each terminal event timed from its publish
-   to its operation record in Kafka.
+9. bound by the machine: with bridge and worker running, events published through the exchanges
+   at 5,000/s (keys ending in _5k), more than this 2-core machine carries next to its brokers: what
+   it can, no target; each terminal event timed from its publish to its operation record in Kafka.
 10. memory: peak RSS (VmHWM) of bridge and worker.
-11. two workers: two `pipeline worker` processes in one consumer group read the same records (topics
+11. cost (`pipeline.bench.fleet`): a fresh bridge and worker, idle, then at 20, 100, 300 and 1,000
+    events/s offered through RabbitMQ: each one's share of a core and CPU per event, the events
+    relayed, the end-to-end latency (the `e2e_*` keys at 1,000/s, `e2e_*_100` at 100/s).
+12. two workers: two `pipeline worker` processes in one consumer group read the same records (topics
     of their own, fed once the group is stable); the throughput of the pair.
-12. memory at scale: a fresh worker reads one record per node of a 100,000-node fleet (each with
+13. memory at scale: a fresh worker reads one record per node of a 100,000-node fleet (each with
     the node's full state) and its RSS is read when it has read them all.
+14. recovery (`pipeline.bench.fleet`): that worker's changelog read by a bare consumer, the worker
+    restarted with its data dir kept, then with a fresh one: time to /readyz 200, restore rate.
+
+`--stages` leaves out groups of them: `backlog` (3-10 and 12), `cost` (11), `recovery` (13, 14).
 
 Every run uses its own queue, topics and consumer groups (`bench-<run>`), deleted at the end.
 The stages themselves are in `pipeline.bench.stages`; the targets, the table and the summary printed
@@ -42,7 +49,6 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +60,31 @@ from .procs import Names, Proc, count_records, delete_queues, delete_topics, sta
 from .records import KafkaRecord, Published, Workload, kafka_record
 from .results import percent, profile_top, summary, table
 
+STAGE_GROUPS = ("backlog", "cost", "recovery")
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--cost-rates {text!r}: numbers, comma-separated (e.g. 0,20,100)") from None
+
+
 SETTINGS: tuple[Group, ...] = (
     Group("benchmark", (
         Setting("--events", "BENCH_EVENTS", "records for the rate stages", 50_000, int),
         Setting("--nodes", None, "fleet size for those records", 1000, int),
         Setting("--images", None, "Glance images in that fleet", 100, int),
         Setting("--oslo-events", None, "events published through oslo.messaging's driver to time it", 3000, int),
-        Setting("--e2e-rate", None, "offered load of the latency stage, events/s", 1000.0, float),
-        Setting("--e2e-seconds", None, "length of the latency stage, s", 30.0, float),
+        Setting("--e2e-rate", None, "the cost stage's rate whose latency is the report's e2e_* keys, events/s",
+                1000.0, float),
+        Setting("--e2e-seconds", None, "length of the cost stage at that rate, s", 30.0, float),
+        Setting("--cost-rates", None, "rates the cost stage offers, events/s, comma-separated (0: idle)",
+                [0.0, 20.0, 100.0, 300.0, 1000.0], _rates, metavar="LIST", shown_default="0,20,100,300,1000"),
+        Setting("--cost-seconds", None, "length of each other rate of the cost stage, s", 20.0, float),
+        Setting("--stages", None, "which groups of stages run, comma-separated: backlog, cost, recovery",
+                list(STAGE_GROUPS), lambda text: [s.strip() for s in text.split(",") if s.strip()],
+                metavar="LIST", shown_default=",".join(STAGE_GROUPS)),
         Setting("--e2e-high-rate", None, "offered load of the second latency stage, events/s; its keys end in _5k",
                 5000.0, float),
         Setting("--e2e-high-seconds", None, "length of the second latency stage, s", 20.0, float),
@@ -109,6 +132,7 @@ class Bench:
         self.names = Names()
         self.pair_names: Names | None = None  # set by the stages that create them, for the cleanup
         self.extra_cleanup: Names | None = None
+        self.cost_names: Names | None = None
         self.procs: list[Proc] = []
         self.bodies: list[Published] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
@@ -117,22 +141,33 @@ class Bench:
     def stage(self, text: str) -> None:
         say(f"[{time.perf_counter() - self.started:6.1f}s] {text}")
 
+    say = staticmethod(say)
+
     async def run(self) -> dict[str, Any]:
-        r = self.report
+        from . import fleet
+
+        r, wanted = self.report, self.args.stages
         self._frame()
         self._core()
         work, topics, kafka_records = self._records()
-        await self._oslo(work, topics)
-        await self._amqp_limit()
-        await self._kafka_limit(kafka_records)
-        del kafka_records  # tens of thousands of encoded records, not needed again
-        bridge = await self._bridge()
-        worker_topics, worker_records = await self._consume_limit()
-        worker = await self._worker(worker_records)
-        await self._latency(work, worker_topics, {"bridge": bridge.pid, "worker": worker.pid, "bench": os.getpid()})
-        await self._memory(bridge, worker)
-        await self._two_workers()
-        await self._rss_100k()
+        if "backlog" in wanted:
+            await self._oslo(work, topics)
+            await self._amqp_limit()
+            await self._kafka_limit(kafka_records)
+            del kafka_records  # tens of thousands of encoded records, not needed again
+            bridge = await self._bridge()
+            worker_topics, worker_records = await self._consume_limit()
+            worker = await self._worker(worker_records)
+            await self._latency(work, worker_topics,
+                                {"bridge": bridge.pid, "worker": worker.pid, "bench": os.getpid()})
+            await self._memory(bridge, worker)
+        if "cost" in wanted:
+            self.cost_names = await fleet.cost(self)
+        if "backlog" in wanted:
+            await self._two_workers()
+        if "recovery" in wanted:
+            names, data_dir = await fleet.memory_at_scale(self)
+            await fleet.recovery(self, names, data_dir)
         r["wall_seconds"] = round(time.perf_counter() - self.started, 1)
         r["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         return r
@@ -140,6 +175,7 @@ class Bench:
     def _frame(self) -> None:
         a, r, names = self.args, self.report, self.names
         r.update({"bridge_args": a.bridge_args, "worker_args": a.worker_args})
+        r.update({"stages": a.stages, "e2e_rate": a.e2e_rate, "cost_rates": a.cost_rates})
         r.update({"run": names.run, "cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                   "events": a.events, "nodes": a.nodes, "images": a.images,
                   "partitions": a.partitions, "rss_nodes": a.rss_nodes,
@@ -151,6 +187,8 @@ class Bench:
         self.stage(f"core: {self.args.core_seconds:.0f} s of decode + classify + mask + Avro encode")
         core = measure_core(self.args.core_seconds)
         self.report["core_rate"] = round(core["core_rate"], 1)
+        # one thread on one core: its CPU per event is its time per event
+        self.report["core_cpu_us_per_event"] = round(1e6 / core["core_rate"], 1)
         say(f"  core: {core['core_rate']:,.0f} events/s on one core")
 
     def _records(self) -> tuple[Workload, OsloTopics, list[KafkaRecord]]:
@@ -226,9 +264,10 @@ class Bench:
         return worker
 
     async def _latency(self, work: Workload, worker_topics: list[str], pids: dict[str, int]) -> None:
-        """The same bridge and worker at two offered loads; the keys of the second end in _5k."""
+        """The backlog's bridge and worker at the load bound by the machine; its keys end in _5k
+        (the latency at 100 and 1,000 events/s is the cost stage's, on a fresh pair)."""
         a, names = self.args, self.names
-        for rate, seconds, suffix in ((a.e2e_rate, a.e2e_seconds, ""), (a.e2e_high_rate, a.e2e_high_seconds, "_5k")):
+        for rate, seconds, suffix in ((a.e2e_high_rate, a.e2e_high_seconds, "_5k"),):
             count = int(rate * seconds)
             self.stage(f"end to end: {count:,} events at {rate:,.0f}/s through RabbitMQ, bridge and worker")
             e2e = await stages.end_to_end(self.amqp, self.bootstrap, f"{names.output_prefix}operations",
@@ -287,38 +326,6 @@ class Bench:
         for proc, _ in pair:
             await proc.stop()
 
-    async def _rss_100k(self) -> None:
-        a, r = self.args, self.report
-        names = Names(run=f"{self.names.run}-rss")
-        self.stage(f"memory at {a.rss_nodes:,} nodes: one power_state_corrected per node, straight to the relay topics")
-        from pipeline.simulate.command import unique_id
-        from pipeline.simulate.fleet import Fleet
-        from pipeline.simulate.outputs import KafkaOutput
-
-        fleet = Fleet(a.rss_nodes, 0, seed=a.seed, start=time_now(), keep_operations=False)
-        output = KafkaOutput(self.bootstrap.split(","), names.topic_prefix, a.partitions, "avro", OsloTopics())
-        await output.start()
-        tick = stages.Ticker(say, "produce", a.rss_nodes)
-        sent = 0
-        for event in fleet.census():
-            await output.send(event, unique_id(event.message_id))
-            sent += 1
-            tick(sent)
-        await output.close()
-        del fleet
-        port = stages.free_port()
-        worker = self._spawn(start_worker(names, bootstrap=self.bootstrap, partitions=a.partitions,
-                                          data_dir=str(self.tmp / "worker-rss"), store="rocksdb://", web_port=port,
-                                          extra=shlex.split(a.worker_args)))
-        await stages.wait_worker(worker, port, self.bootstrap, names.app_id, sent, say, label="worker (memory stage)")
-        await asyncio.sleep(2.0)  # let the last outputs and changelog writes happen
-        rss = worker.sample()
-        r["worker_rss_mb_100k_nodes"] = round(rss, 1) if rss is not None else None
-        r["worker_peak_rss_mb_100k_nodes"] = round(worker.peak_rss_mb, 1)
-        r["rss_records"] = sent
-        await worker.stop()
-        self.extra_cleanup = names
-
     def _profile(self, name: str) -> Path | None:
         if not self.args.profile:
             return None
@@ -329,6 +336,8 @@ class Bench:
         self.procs.append(proc)
         return proc
 
+    spawn = _spawn
+
     def _relay_topics(self) -> list[str]:
         from pipeline import catalog, events
 
@@ -337,8 +346,10 @@ class Bench:
     async def cleanup(self) -> None:
         for proc in self.procs:
             await proc.stop(timeout=15)
-        names = [self.names, self.extra_cleanup, self.pair_names]
+        names = [self.names, self.extra_cleanup, self.pair_names, self.cost_names]
         queues = [self.names.queue, f"{self.names.queue}-drain", *self.names.oslo_default_queues()]
+        if self.cost_names is not None:
+            queues.append(self.cost_names.queue)
         try:
             await delete_queues(self.amqp, queues)
         except Exception as exc:  # noqa: BLE001 - report, do not hide the figures
@@ -351,16 +362,16 @@ class Bench:
             proc.cleanup()
 
 
-def time_now() -> datetime:
-
-    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-
-
 def _check(args: argparse.Namespace) -> None:
     for name in ("events", "nodes", "oslo_events", "e2e_rate", "e2e_seconds", "e2e_high_rate", "e2e_high_seconds",
-                 "rss_nodes", "partitions", "core_seconds"):
+                 "rss_nodes", "partitions", "core_seconds", "cost_seconds"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    unknown = set(args.stages) - set(STAGE_GROUPS)
+    if unknown or not args.stages:
+        raise ConfigError(f"--stages: {', '.join(sorted(unknown)) or 'none given'}; choose from {', '.join(STAGE_GROUPS)}")
+    if any(rate < 0 for rate in args.cost_rates):
+        raise ConfigError("--cost-rates must not be negative")
     if args.images < 0:
         raise ConfigError("--images must not be negative")
     try:  # now, not after minutes of measuring

@@ -93,7 +93,7 @@ class CpuShare:
         out: dict[str, Any] = {
             "machine_busy": round((busy1 - busy0) / (total1 - total0), 3) if total1 > total0 else None}
         for name, pid in self.pids.items():
-            out[f"{name}_cores"] = round(used[pid], 2) if pid in used else None
+            out[f"{name}_cores"] = round(used[pid], 4) if pid in used else None  # idle: tenths of a percent
         busiest = sorted(used, key=used.__getitem__, reverse=True)[:top]
         out["cores_by_process"] = {named.get(pid, f"{procs1[pid][0]} {pid}"): round(used[pid], 2)
                                    for pid in busiest if used[pid] >= 0.01}

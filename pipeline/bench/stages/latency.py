@@ -14,11 +14,13 @@ import aio_pika
 import aiormq
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline import codec
+from pipeline import codec, events
 
 from ..procs import CpuShare
 from ..records import Published
 from .progress import Say, Ticker
+
+_HEARTBEAT = events.HEARTBEAT_EVENT_TYPE.encode()
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -45,10 +47,12 @@ async def end_to_end(amqp_url: str, bootstrap: str, operations_topic: str, recor
     reader = asyncio.create_task(_read_operations(consumer, trips, settling))
     relay_reader = asyncio.create_task(_read_relay(relay, trips, settling))
     cpu = CpuShare(pids or {})
-    offered, lag = await _publish(amqp_url, records, rate, say, trips.published)
+    offered, lag, window = await _publish(amqp_url, records, rate, say, trips.published)
     share = cpu.figures()
+    trips.window = window
     settling.begin(settle_s)
     await reader
+    settling.shorten(1.0)  # every operation seen: their relay records too, give or take a fetch
     await relay_reader
     await consumer.stop()
     if relay is not None:
@@ -66,6 +70,14 @@ class _Trips:
     by_receipt: list[float] = field(default_factory=list)  # publish -> our consumer received it
     bridge_part: list[float] = field(default_factory=list)  # publish -> relay record
     worker_part: list[float] = field(default_factory=list)  # relay record -> operation record
+    relay_times: list[float] = field(default_factory=list)  # timestamps of the relay records (no heartbeats)
+    window: tuple[float, float] = (0.0, 0.0)  # the publisher's first and last send (time.time())
+
+    def relayed_in_window(self) -> int:
+        """Relay records the bridge wrote while the publisher sent (its heartbeats not counted):
+        what the CPU measured over the same window was spent on."""
+        start, end = self.window
+        return sum(1 for t in self.relay_times if start <= t <= end)
 
     def figures(self, offered: float, lag: float) -> dict[str, Any]:
         def ms(values: list[float], q: float) -> float | None:
@@ -76,6 +88,8 @@ class _Trips:
             "e2e_bridge_p50_ms": ms(self.bridge_part, 50), "e2e_bridge_p99_ms": ms(self.bridge_part, 99),
             "e2e_worker_p50_ms": ms(self.worker_part, 50), "e2e_worker_p99_ms": ms(self.worker_part, 99),
             "e2e_offered_rate": round(offered, 1),
+            "e2e_publish_seconds": round(self.window[1] - self.window[0], 3),
+            "e2e_relayed": self.relayed_in_window(),
             "e2e_publisher_max_lag_ms": round(lag * 1000, 1),
             "e2e_operations": len(self.published),
             "e2e_matched": len(by_record),
@@ -99,6 +113,9 @@ class _Settling:
         self.deadline = time.monotonic() + seconds
         self.done = True
 
+    def shorten(self, seconds: float) -> None:
+        self.deadline = min(self.deadline, time.monotonic() + seconds)
+
     def over(self) -> bool:
         return self.done and time.monotonic() > self.deadline
 
@@ -108,7 +125,10 @@ async def _read_relay(relay: AIOKafkaConsumer | None, trips: _Trips, settling: _
         batch = await relay.getmany(timeout_ms=100)
         for items in batch.values():
             for item in items:
-                message_id = dict(item.headers).get("message_id", b"").decode()
+                headers = dict(item.headers)
+                if headers.get("event_type") != _HEARTBEAT:
+                    trips.relay_times.append(item.timestamp / 1000.0)
+                message_id = headers.get("message_id", b"").decode()
                 sent = trips.published.get(message_id)
                 if sent is not None:
                     trips.relayed[message_id] = item.timestamp / 1000.0
@@ -134,9 +154,10 @@ async def _read_operations(consumer: AIOKafkaConsumer, trips: _Trips, settling: 
 
 
 async def _publish(amqp_url: str, records: Sequence[Published], rate: float, say: Say,
-                   published: dict[str, float]) -> tuple[float, float]:
+                   published: dict[str, float]) -> tuple[float, float, tuple[float, float]]:
     """Publish `records` on schedule, noting when each terminal event went out in `published`.
-    Returns (the rate offered, the publisher's largest lag behind its schedule in seconds)."""
+    Returns (the rate offered, the publisher's largest lag behind its schedule in seconds, the
+    wall-clock times of the first and the last send)."""
     connection = await aio_pika.connect(amqp_url)
     tick = Ticker(say, f"end to end at {rate:,.0f}/s", len(records))
     try:
@@ -147,6 +168,7 @@ async def _publish(amqp_url: str, records: Sequence[Published], rate: float, say
         # the publisher can offer 5,000/s next to bridge, worker and brokers (same properties as oslo)
         raw = await channel.get_underlay_channel()
         start = time.perf_counter()
+        first = time.time()
         lag = 0.0
         for n, r in enumerate(records):
             due = start + n / rate
@@ -162,9 +184,10 @@ async def _publish(amqp_url: str, records: Sequence[Published], rate: float, say
                                         content_type="application/json", content_encoding="utf-8", delivery_mode=2))
             tick(n + 1)
         offered = len(records) / (time.perf_counter() - start)
+        last = time.time()
     finally:
         await connection.close()
-    return offered, lag
+    return offered, lag, (first, last)
 
 
 async def _tail(bootstrap: str, topics: Sequence[str]) -> AIOKafkaConsumer:
