@@ -154,6 +154,8 @@ def install(rt: Any) -> None:
     app = rt.app
     sources = set(rt.topic_names.sources)
     faust_patches.apply(app, sources, rt.settings.fetch_min_kb * 1024, rt.settings.fetch_wait_ms)
+    if rt.settings.store.startswith("rocksdb"):
+        faust_patches.restore_in_bulk(app, faust_patches.BulkRestore(rt.settings.client_kwargs()))
     processor = rt.processor = Processor(rt, TableWriter(rt.resources), TableWriter(rt.loss))
     check_delivery = _delivery_check(app)
     rt.changelog_queue = ChangelogQueue(app, check_delivery)
@@ -200,23 +202,44 @@ def _producer(app: Any, processor: Processor, changelog: ChangelogQueue,
     return produce
 
 
+GUARD_WAIT_S = 120.0  # the longest the end of a recovery waits for the output tails
+
+
 def _on_assignment(app: Any, processor: Processor, sources: set[str], first_offsets: dict) -> None:
+    # set once the output tails of the current assignment are read: faust recovers the tables while
+    # `_assigned` reads them, and a recovery that ends first (nothing or little to restore) would
+    # let replayed records through before their partition's guard is there
+    guards_read = asyncio.Event()
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        guards_read.clear()
+
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        guards_read.clear()
         first_offsets.clear()
         partitions = {tp.partition for tp in assigned if tp.topic in sources}
         log.info("assigned relay partitions %s", sorted(partitions))
         processor.on_assigned(partitions)
         # read the output tails now, while faust holds the partitions paused: an await inside the
         # agent during the recovery that follows widens faust-streaming#596 (records skipped)
-        for p in sorted(partitions):
-            try:
-                await processor.load_guard(p)
-            except Exception as exc:  # noqa: BLE001 - the guard only saves duplicates
-                log.warning("partition %d: output tail not read (%s); a replay may publish copies", p, exc)
+        try:
+            for p in sorted(partitions):
+                try:
+                    await processor.load_guard(p)
+                except Exception as exc:  # noqa: BLE001 - the guard only saves duplicates
+                    log.warning("partition %d: output tail not read (%s); a replay may publish copies", p, exc)
+        finally:
+            guards_read.set()
 
     @app.on_rebalance_complete.connect
     async def _hold_flow_for_seek(sender: Any, **kwargs: Any) -> None:  # noqa: ARG001
+        # faust sends this at the start of the recovery's end, before the stream partitions resume
+        try:
+            await asyncio.wait_for(guards_read.wait(), GUARD_WAIT_S)
+        except TimeoutError:
+            log.warning("output tails not read after %.0fs; the streams resume without them", GUARD_WAIT_S)
         await faust_patches.hold_flow_for_seek(app)
 
 

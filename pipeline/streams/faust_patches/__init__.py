@@ -13,6 +13,7 @@ upstream stands, and when it can go; one module per patched area:
 * `stores`: 6. table stores by partition;
 * `decode`: 7. the relay topics' records handed on as the bytes they are;
 * `stream`: 8. the stream read a batch at a time;
+* `recovery`: 10. the tables restored from their changelogs in bulk;
 * `pins`: `REQUIRED` lists every private name the patches touch, and `PATCHED_SOURCES` the hash of
   each faust method a patch copies; tests/unit/test_faust_patches.py fails when an upgrade
   removes, renames or rewrites one of them.
@@ -32,11 +33,13 @@ from .monitor import _lean_monitor_class, install_lean_monitor
 from .offsets import hold_flow_for_seek, repair_acked_offsets, rewind_uncommitted_on_seek
 from .pins import AIOKAFKA_VERSION, FAUST_VERSION, PATCHED_SOURCES, REQUIRED, missing, source_drift
 from .producer import aiokafka_producer, flush_first
+from .recovery import BulkRestore, restore_in_bulk, restored_by
 from .stores import PartitionStore
 from .stream import event_batches
 
 __all__ = [
     "AIOKAFKA_VERSION",
+    "BulkRestore",
     "FAUST_VERSION",
     "PATCHED_SOURCES",
     "REQUIRED",
@@ -54,6 +57,8 @@ __all__ = [
     "patch_new_consumers",
     "raw_bytes_schema",
     "repair_acked_offsets",
+    "restore_in_bulk",
+    "restored_by",
     "rewind_uncommitted_on_seek",
     "source_drift",
     "use_inline_drain",

@@ -62,6 +62,11 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.types.tuples:Message", "generation_id", "instance"),
     ("faust.types.app:AppT", "consumer_generation_id", "class"),  # App inherits it from AppT
     ("mode.utils.queues:ThrowableQueue", "get_nowait", "class"),
+    # recovery.restore_in_bulk
+    ("faust.tables.recovery:Recovery", "_build_offsets", "class"),
+    ("faust.tables.recovery:Recovery", "active_highwaters", "instance"),
+    ("faust.tables.recovery:Recovery", "tp_to_table", "instance"),
+    ("faust.stores.rocksdb:Store", "use_rocksdict", "store"),
 )
 
 # faust (and aiokafka) methods a patch copies, wraps or relies on, with the sha256 of their source
@@ -92,6 +97,16 @@ PATCHED_SOURCES: dict[str, str] = {
     # app.fetch_in_rounds wraps the first and sets what the second hands to aiokafka's fetcher
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer":
         "c2701bfc3e6f6cad95c2be36d6a255a86e2c57d18d36cc1082b5fb5c482d99d7",
+    # recovery.restore_in_bulk runs after the first, inside the second's sequence (highwaters, then
+    # offsets, then the seek), and writes RocksDB as the third and fourth do
+    "faust.tables.recovery:Recovery._build_offsets":
+        "27eec86be06cb51f66dfd2572be2f9b41acd22c3570239bb5c554bd94e59a1d6",
+    "faust.tables.recovery:Recovery._restart_recovery.fun":
+        "6bd8a8558a2dffe4c60b8150f23d721baa6b3d658367f911a3ad2187e20efc6f",
+    "faust.stores.rocksdb:Store.apply_changelog_batch":
+        "ea3344d369fc4ab5e3cdace30565691136035a463acb7b2551fdc0b8af71643b",
+    "faust.stores.rocksdb:Store.set_persisted_offset":
+        "b4c811926678346ebb8c40486dbc46d0fbac2bbeaa592384bd955112556acf45",
     "aiokafka.consumer.consumer:AIOKafkaConsumer.start":
         "2f1ba70443327538800d348e61042cdedd5a5e6306f40ebe1a06dddba7494c45",
 }
