@@ -69,8 +69,10 @@ class Api:
 
         try:
             proxy = getattr(self.conn, service)  # made on first use: its version discovery may fail
+            # no retries of openstacksdk's own (it retries a 503 for 15 s): the jobs have their backoff
             response = proxy.get(path, params=dict(params or {}), microversion=microversion, raise_exc=False,
-                                 timeout=self.timeout_s)
+                                 timeout=self.timeout_s, connect_retries=0, status_code_retries=0,
+                                 retriable_status_codes=[])
         except ks.ConnectTimeout as exc:
             raise Failed("timeout", _one_line(exc)) from None
         except (ks.ConnectFailure, ks.SSLError, ks.DiscoveryFailure, ks.EndpointNotFound) as exc:

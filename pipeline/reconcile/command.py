@@ -54,7 +54,8 @@ SETTINGS: tuple[Group, ...] = (
                 "what observations name as their source (the demo's simulator says so)",
                 shown_default="the service: ironic, glance"),
         Setting("--once", "RECONCILE_ONCE",
-                "read the alerts there are now (and --resources), answer them, and exit", False, kind="switch"),
+                "read the alerts there are now (and --resources), answer them (with --sweep-interval: after one "
+                "sweep), and exit", False, kind="switch"),
     )),
     Group("running", (
         Setting("--metrics-port", "RECONCILE_METRICS_PORT", "Prometheus /metrics port, 0 disables", 9110, int),
@@ -150,6 +151,6 @@ def run(args: argparse.Namespace) -> int:
             await sink.stop()
             if server is not None:
                 server.shutdown()
-        return 0
+        return 1 if rc.failures else 0
 
     return asyncio.run(main())

@@ -80,6 +80,7 @@ class Reconciler:
         self.read: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
         self.caught_up = False  # --once: the alerts read to their end at start
         self.written = 0
+        self.failures = 0  # sweeps that failed: --once then exits with 1
 
     # --- questions and answers ------------------------------------------------------------------
 
@@ -216,16 +217,17 @@ class Reconciler:
         if self.s.sweep_interval_s > 0:
             from .sweep import sweep_forever
 
-            tasks.append(asyncio.create_task(sweep_forever(self), name="sweep"))
+            tasks.append(asyncio.create_task(sweep_forever(self), name="sweep"))  # --once: one sweep
         try:
             while not self.stop.is_set():
                 self._schedule()
-                if self.s.once and self.caught_up and not self.jobs and not self.asking:
-                    log.info("--once: every alert read and answered (%d observations written)", self.written)
-                    break
                 for task in tasks:
                     if task.done() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
+                swept = all(t.done() for t in tasks if t.get_name() == "sweep")
+                if self.s.once and self.caught_up and swept and not self.jobs and not self.asking:
+                    log.info("--once: every alert read and answered (%d observations written)", self.written)
+                    break
                 try:
                     await asyncio.wait_for(self.stop.wait(), 0.2)
                 except TimeoutError:

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .. import codec, observed
+from ..config import ConfigError
 from .api import Failed
 from .jobs import Job
 
@@ -37,11 +38,21 @@ class NodeStates:
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
 
+        admin = AIOKafkaAdminClient(**self.client)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([self.topic])
+        finally:
+            await admin.close()
+        partitions = [p["partition"] for d in described if d.get("error_code", 0) == 0 for p in d.get("partitions", ())]
+        if not partitions:
+            raise ConfigError(f"the node-state topic {self.topic} does not exist (is a worker running with this "
+                               "--output-prefix?)")
         self.consumer = consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
                                                     **self.client)
         await consumer.start()
-        partitions = await consumer.partitions_for_topic(self.topic) or set()
         consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
         await consumer.seek_to_beginning()
 
@@ -103,18 +114,21 @@ async def sweep_forever(rc: Reconciler) -> None:
     from .service import DRIFT, SWEEPS
 
     table = NodeStates(rc.s.node_state_topic, rc.s.client)
-    await table.start()
     try:
+        await table.start()
         while not rc.stop.is_set():
             started = time.monotonic()
             swept = await sweep_once(rc, table)
             if swept is None:
                 SWEEPS.labels("failed").inc()
+                rc.failures += 1
             else:
                 SWEEPS.labels("done").inc()
                 DRIFT.set(swept[0])
                 log.info("sweep: %d of Ironic's %d nodes differ from the node-state table (%.1f s)", *swept,
                          time.monotonic() - started)
+            if rc.s.once:
+                return
             try:
                 await asyncio.wait_for(rc.stop.wait(), rc.s.sweep_interval_s)
             except TimeoutError:

@@ -33,14 +33,17 @@ class Losses:
     supersedes the open operation before its deadline (that is a loss the worker reports itself).
     Node A goes the whole way (manage, provide, deploy, power off, power on, undeploy) and loses its
     power-on end and its undeploy's end (its second provision end to `available`, the first being
-    `provide`'s); node B stops after deploy and power off, and loses both their ends."""
+    `provide`'s); node B stops after deploy and power off, and loses both their ends. Every
+    notification of node C is lost: only the sweep can find it."""
 
     def __init__(self) -> None:
-        self.a = self.b = ""
+        self.a = self.b = self.c = ""
         self.available: collections.Counter = collections.Counter()
 
     def __call__(self, event_type: str, data: dict) -> bool:
         node, state, power = data.get("uuid"), data.get("provision_state"), data.get("power_state")
+        if data.get("name") == "node-c":  # by name: its create notifications come before enroll() returns
+            return True
         if event_type == f"{PROVISION}.end" and state == "available":
             self.available[node] += 1
         if node == self.a:
@@ -87,12 +90,17 @@ def test_lost_ends_are_reconciled_from_ironic(unique: str, tmp_path: Path) -> No
         wait_for_queue(queue)
         ironic.start()
         with ir.Dropper(source, target, losses) as dropper:
+            losses.c = ironic.enroll("node-c")
             losses.a, losses.b = ironic.enroll("node-a"), ironic.enroll("node-b")
             lifecycle(ironic, losses.a, whole=True)
             lifecycle(ironic, losses.b, whole=False)
-            eventually(lambda: len(dropper.lost) == 4, 30, "the relay lost 4 ends", detail=lambda: str(dropper.lost))
-            assert all(dropper.lost.values()), dropper.lost  # each after its start
-            lost_starts = set(dropper.lost.values())
+            ironic.provision(losses.c, "manage", "manageable")
+            def lost() -> list[str]:  # the starts of A's and B's lost ends
+                return [start for node, start in dropper.lost.values() if node in (losses.a, losses.b)]
+
+            eventually(lambda: len(lost()) == 4, 30, "the relay lost 4 ends", detail=lambda: str(dropper.lost))
+            assert all(lost()), dropper.lost  # each after its start
+            lost_starts = set(lost())
 
             # 12 operations (create, manage, provide, deploy, power off; A also power on and undeploy),
             # 4 of them without their end: 8 close, 4 raise missing_end
@@ -150,6 +158,19 @@ def test_lost_ends_are_reconciled_from_ironic(unique: str, tmp_path: Path) -> No
         for node in (losses.a, losses.b):
             truth = ironic.node(node)
             assert {k: after.nodes[node][k] for k in COMPARED} == {k: truth[k] for k in COMPARED}, node
+        assert losses.c not in after.nodes
+
+        # the sweep: A and B agree with Ironic now, C is not in the table at all
+        sweep = spawn("reconcile", *args, "--group-id", f"rec-c-{unique}", "--sweep-interval", "1",
+                      log=tmp_path / "reconcile-c.log")
+        reconcilers.append(sweep)
+        assert sweep.wait(120) == 0, (tmp_path / "reconcile-c.log").read_text()[-3000:]
+        assert "sweep: 1 of Ironic's 3 nodes differ" in (tmp_path / "reconcile-c.log").read_text()
+        swept = eventually(lambda: asyncio.run(derived(KAFKA, out)).nodes.get(losses.c), 60, "node C in the table")
+        truth = ironic.node(losses.c)
+        assert {k: swept[k] for k in COMPARED} == {k: truth[k] for k in COMPARED}
+        final = asyncio.run(derived(KAFKA, out))
+        assert len(final.operations) == 12 and sum(op["reconciled"] for op in final.operations.values()) == 4
     finally:
         stop(*reconcilers, bridge, worker)
         ironic.stop()

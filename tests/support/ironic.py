@@ -162,12 +162,13 @@ class Ironic:
 
 
 class Dropper:
-    """Ironic's exchange -> the bridge's, minus the ends `lose(event_type, data)` picks. Runs its own
-    event loop in a thread; `lost` maps each lost end's message id to its operation's start message id."""
+    """Ironic's exchange -> the bridge's, minus what `lose(event_type, data)` picks. Runs its own event
+    loop in a thread; `lost` maps each lost end's message id to its node and its operation's start
+    message id."""
 
     def __init__(self, source_exchange: str, target_exchange: str, lose: Callable[[str, dict], bool]) -> None:
         self.source, self.target, self.lose = source_exchange, target_exchange, lose
-        self.lost: dict[str, str] = {}
+        self.lost: dict[str, tuple[str, str]] = {}
         self.passed: list[str] = []  # event types relayed
         self._starts: dict[tuple[str, str], str] = {}  # (node, operation) -> the last start's message id
         self._ready = threading.Event()
@@ -199,8 +200,9 @@ class Dropper:
         node, operation = data.get("uuid"), event_type.rsplit(".", 1)[0]
         if event_type.endswith(".start"):
             self._starts[(node, operation)] = inner["message_id"]
-        if event_type.endswith(".end") and self.lose(event_type, data):
-            self.lost[inner["message_id"]] = self._starts.get((node, operation), "")
+        if self.lose(event_type, data):
+            if event_type.endswith(".end"):
+                self.lost[inner["message_id"]] = (node, self._starts.get((node, operation), ""))
             return False
         self.passed.append(event_type)
         return True
