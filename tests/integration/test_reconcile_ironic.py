@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
 from pathlib import Path
 
@@ -175,5 +176,84 @@ def test_lost_ends_are_reconciled_from_ironic(unique: str, tmp_path: Path) -> No
         stop(*reconcilers, bridge, worker)
         ironic.stop()
         asyncio.run(delete_queues(queue))
+        for topics in (prefix, out):
+            asyncio.run(delete_topics(topics))
+
+
+@pytest.mark.integration
+def test_a_throttling_api_and_a_reconciler_killed_mid_batch(unique: str, tmp_path: Path) -> None:
+    """Stuck-state alerts of six real Ironic nodes, asked through a proxy that throttles (a 429 storm,
+    then every third request) and answers slowly; the first reconciler is killed after its second
+    observation, the next one of its group finishes: every alert answered, one observation id each."""
+    import signal
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    venv = ir.install()
+    prefix, out = f"thr{unique}.notifications.", f"thr{unique}.pipeline."
+    relay = f"{prefix}baremetal.node"
+    ironic = ir.Ironic(venv, tmp_path, f"ironic{unique}")
+    procs: list = []
+    throttle = None
+    try:
+        ironic.start()
+        nodes = [ironic.enroll(f"node-{i}") for i in range(6)]
+        throttle = ir.Throttle(ironic.url, storm=6, every=3, delay_s=0.5)
+        clouds = tmp_path / "clouds.yaml"
+        clouds.write_text(f"clouds:\n  thr:\n    auth_type: none\n    baremetal_endpoint_override: {throttle.url}\n")
+
+        async def alerts() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(t, 3, 1) for t in (relay, f"{out}alerts")])
+            finally:
+                await admin.close()
+            producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
+            await producer.start()
+            try:
+                for node in nodes:
+                    record = {"alert_id": f"stuck-{node}", "kind": "stuck_state", "resource_uuid": node,
+                              "node_uuid": node, "operation": None, "publisher_id": "", "raised_at": 1,
+                              "started_at": 0, "provision_state": "deploying", "detail": "test"}
+                    await producer.send_and_wait(f"{out}alerts", codec.encode_value("alert", record), key=node.encode())
+            finally:
+                await producer.stop()
+
+        asyncio.run(alerts())
+        args = ["reconcile", "--once", "--os-cloud", "thr", "--os-client-config-file", str(clouds), "--output-prefix",
+                out, "--topic-prefix", prefix, "--metrics-port", "0", "--concurrency", "1", "--retry-max", "2",
+                "--group-id", f"thr-{unique}"]
+        first = spawn(*args, log=tmp_path / "reconcile-1.log")
+        procs.append(first)
+        eventually(lambda: len(observations(prefix)) >= 2, 90, "two observations written",
+                   detail=lambda: (tmp_path / "reconcile-1.log").read_text()[-2000:])
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        written_before = len(observations(prefix))
+        assert written_before < 6, "killed too late: every alert was answered already"
+
+        second = spawn(*args, log=tmp_path / "reconcile-2.log")
+        procs.append(second)
+        assert second.wait(120) == 0, (tmp_path / "reconcile-2.log").read_text()[-3000:]
+        observed = [codec.decode_event(r.value) for r in observations(prefix)]
+        ids_by_node = collections.defaultdict(set)
+        for event in observed:
+            ids_by_node[event["resource_uuid"]].add(event["message_id"])
+        assert sorted(ids_by_node) == sorted(nodes), "every alert answered"
+        assert all(len(ids) == 1 for ids in ids_by_node.values()), ids_by_node  # the same id when asked twice
+        assert throttle.counts["throttled"] >= 6 and throttle.counts["forwarded"] >= 6, throttle.counts
+        log = (tmp_path / "reconcile-1.log").read_text() + (tmp_path / "reconcile-2.log").read_text()
+        # one line per cause until the API answers again: the storm is one line, not one per request
+        storm = re.search(r"answers again \((\d+) throttled\)", log)
+        assert storm is not None and int(storm.group(1)) >= 6, log[-3000:]
+        assert log.count("baremetal throttled") < throttle.counts["throttled"], log[-3000:]
+        assert all(e["payload"]["ironic_object.data"]["provision_state"] == "enroll" for e in observed)
+    finally:
+        stop(*procs)
+        ironic.stop()
+        if throttle is not None:
+            throttle.close()
         for topics in (prefix, out):
             asyncio.run(delete_topics(topics))

@@ -231,3 +231,51 @@ class Dropper:
             await self._stop.wait()
         finally:
             await connection.close()
+
+
+class Throttle:
+    """A proxy in front of the real Ironic that answers 429 (Retry-After: 1) to the first `storm`
+    requests for nodes and to every `every`-th after, and holds each answer it forwards `delay_s`:
+    a throttling, slow API. Version discovery passes untouched."""
+
+    def __init__(self, upstream: str, storm: int, every: int, delay_s: float) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.upstream, self.storm, self.every, self.delay_s = upstream, storm, every, delay_s
+        self.counts = {"throttled": 0, "forwarded": 0}
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                status, headers, body = proxy.answer(self.path, dict(self.headers))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, path: str, headers: dict) -> tuple[int, dict, bytes]:
+        if path.startswith("/v1/nodes"):
+            with self._lock:
+                n = self.counts["throttled"] + self.counts["forwarded"]
+                throttled = n < self.storm or n % self.every == 0
+                self.counts["throttled" if throttled else "forwarded"] += 1
+            if throttled:
+                return 429, {"Retry-After": "1", "Content-Type": "application/json"}, b'{"error": "slow down"}'
+            time.sleep(self.delay_s)
+        wanted = {k: v for k, v in headers.items() if k.lower().startswith(("x-openstack", "openstack-api", "accept"))}
+        r = requests.get(f"{self.upstream}{path}", headers=wanted, timeout=30)
+        body = r.content.replace(self.upstream.encode(), self.url.encode())  # links point at the proxy
+        return r.status_code, {"Content-Type": r.headers.get("Content-Type", "application/json")}, body
+
+    def close(self) -> None:
+        self.server.shutdown()
