@@ -230,13 +230,14 @@ def start_bridge(names: Names, *, amqp_url: str, bootstrap: str, partitions: int
 
 def start_worker(names: Names, *, bootstrap: str, partitions: int = 6, data_dir: str,
                  store: str = "memory://", web_port: int | None = None, extra: Iterable[str] = (),
-                 profile: Path | None = None, tree: Path | None = None, topic_prefix: str | None = None) -> Proc:
+                 profile: Path | None = None, tree: Path | None = None, topic_prefix: str | None = None,
+                 env: dict[str, str] | None = None) -> Proc:
     """`topic_prefix`: relay topics other than the run's own (several workers reading one backlog)."""
     args = ["worker", "--kafka-bootstrap-servers", bootstrap, "--topic-prefix", topic_prefix or names.topic_prefix,
             "--output-prefix", names.output_prefix, "--app-id", names.app_id, "--topic-partitions",
             str(partitions), "--store", store, "--data-dir", data_dir,
             *(["--web-port", str(web_port)] if web_port else ["--no-web"]), *extra]
-    return Proc("worker", args, profile=profile, tree=tree)
+    return Proc("worker", args, env=env, profile=profile, tree=tree)
 
 
 async def delete_queues(amqp_url: str, queues: Iterable[str]) -> None:

@@ -27,11 +27,11 @@ import asyncio
 import collections
 import functools
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Iterable
+from time import monotonic
 from typing import Any
 
-from . import faust_patches
+from . import faust_patches, liveness
 from .processor import DictStore, Processor
 
 __all__ = ["DictStore", "Processor", "install", "send_batches"]
@@ -157,12 +157,13 @@ def install(rt: Any) -> None:
     if rt.settings.store.startswith("rocksdb"):
         faust_patches.restore_in_bulk(app, faust_patches.BulkRestore(rt.settings.client_kwargs()))
     processor = rt.processor = Processor(rt, TableWriter(rt.resources), TableWriter(rt.loss))
+    rt.progress = liveness.Progress(rt.settings.stall_timeout_s, monotonic())
+    rt.folded = {}  # lane -> the last offset the agent folded (liveness.agent_pending)
     check_delivery = _delivery_check(app)
     rt.changelog_queue = ChangelogQueue(app, check_delivery)
     first_offsets: dict[tuple[str, int], int] = {}  # lane -> the first offset read since assignment
-    _on_assignment(app, processor, sources, first_offsets)
+    _on_assignment(rt, processor, sources, first_offsets)
     _watch_commits(rt, sources)
-    _dump_tasks_on_sigusr1(app)
     produce = _producer(app, processor, rt.changelog_queue, check_delivery)
     _agent(rt, processor, produce, first_offsets)
 
@@ -205,7 +206,10 @@ def _producer(app: Any, processor: Processor, changelog: ChangelogQueue,
 GUARD_WAIT_S = 120.0  # the longest the end of a recovery waits for the output tails
 
 
-def _on_assignment(app: Any, processor: Processor, sources: set[str], first_offsets: dict) -> None:
+def _on_assignment(rt: Any, processor: Processor, sources: set[str], first_offsets: dict) -> None:
+    app = rt.app
+    produced = [*processor.output_topics.values(), rt.deadletter.get_topic_name(),
+                *(table.changelog_topic.get_topic_name() for table in (rt.resources, rt.loss))]
     # set once the output tails of the current assignment are read: faust recovers the tables while
     # `_assigned` reads them, and a recovery that ends first (nothing or little to restore) would
     # let replayed records through before their partition's guard is there
@@ -225,6 +229,7 @@ def _on_assignment(app: Any, processor: Processor, sources: set[str], first_offs
         # read the output tails now, while faust holds the partitions paused: an await inside the
         # agent during the recovery that follows widens faust-streaming#596 (records skipped)
         try:
+            await faust_patches.track_every_topic(faust_patches.aiokafka_producer(app), produced)  # before records flow
             for p in sorted(partitions):
                 try:
                     await processor.load_guard(p)
@@ -262,33 +267,13 @@ def _watch_commits(rt: Any, sources: set[str]) -> None:
             await consumer.seek(tp, committed)
 
 
-def _dump_tasks_on_sigusr1(app: Any) -> None:
-    @app.task
-    async def _dump_on_sigusr1() -> None:
-        """`kill -USR1 <pid>`: every asyncio task's stack to the log (what is the worker waiting on?)."""
-        import io
-
-        def dump() -> None:
-            out = io.StringIO()
-            for task in asyncio.all_tasks():
-                out.write(f"{task.get_name()}:\n")
-                coro: Any = task.get_coro()
-                while coro is not None:  # follow the await chain down to what is pending
-                    frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-                    if frame is not None:
-                        out.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
-                    coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
-            log.warning("asyncio tasks:\n%s", out.getvalue())
-
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
-
-
 def _agent(rt: Any, processor: Processor, produce: Callable[[], Awaitable[None]], first_offsets: dict) -> None:
     """The agent over the relay topics: what its channel holds read as one batch
     (faust_patches.event_batches: a backlog a thousand records at a time, a trickle one by one,
     nothing held between two reads), folded by the processor, then acked. faust's rebalance waits
     for every record it handed out to be acked (Consumer.wait_empty), which no held batch delays."""
     app = rt.app
+    progress, folded = rt.progress, rt.folded
 
     def fold_records(events: list) -> Any:
         records: list = []
@@ -298,6 +283,7 @@ def _agent(rt: Any, processor: Processor, produce: Callable[[], Awaitable[None]]
             if lane not in first_offsets:
                 first_offsets[lane] = msg.offset
                 log.info("%s[%d]: first record read at offset %d", msg.topic, msg.partition, msg.offset)
+            folded[lane] = msg.offset
             records.append((msg.topic, msg.partition, msg.key, msg.value))
         processor.handle_batch(records)
         return produce()
@@ -309,8 +295,12 @@ def _agent(rt: Any, processor: Processor, produce: Callable[[], Awaitable[None]]
         logging.getLogger().setLevel(getattr(logging, rt.settings.loglevel.upper(), logging.WARNING))
         manual = stream.noack()  # acked here, after the batch they are in
         async for events in faust_patches.event_batches(manual, rt.settings.batch_size):
+            progress.batch_started(monotonic())
+            if liveness.TEST_STALL:
+                await liveness.stall_for_test()
             await fold_records(events)
             for event in events:
                 await manual.ack(event)
+            progress.batch_done(monotonic())
 
     rt.agent = process

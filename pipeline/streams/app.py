@@ -72,6 +72,8 @@ class WorkerSettings:
     fetch_partition_mb: int = _default("--fetch-partition-mb")  # one partition's most in one fetch request
     fetch_min_kb: int = _default("--fetch-min-kb")  # a fetch is answered once this much is there ...
     fetch_wait_ms: int = _default("--fetch-wait-ms")  # ... or this long has passed
+    stop_timeout_s: float = _default("--stop-timeout")  # a clean stop longer than this is cut short
+    stall_timeout_s: float = _default("--stall-timeout")  # no progress while records wait: a stall (0 = off)
     stop_after: int = _default("--stop-after")  # exit once this many relay records were read (benchmarks); 0 = never
     loglevel: str = _default("--loglevel")
 
@@ -238,6 +240,10 @@ def create_app(settings: WorkerSettings, partitions: int, reporter: Reporter | N
         web_port=settings.web_port,
         web_bind=settings.web_bind,
         web_tables_enabled=False,
+        # an assignment made while the metadata did not yet show a topic leaves it out ("Ignoring
+        # missing topic") until the group leader's next metadata refresh notices it and rejoins:
+        # faust's 5 minutes, here half a minute (a metadata request of the subscribed topics)
+        consumer_metadata_max_age_ms=30_000,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         consumer_group_instance_id=settings.group_instance_id,  # /table would dump raw state; the web views are the interface

@@ -95,6 +95,14 @@ SETTINGS: tuple[Group, ...] = (
                 "does not publish twice; 0 = off", 30.0, float),
     )),
     Group("running", (
+        Setting("--stop-timeout", "WORKER_STOP_TIMEOUT",
+                "after SIGTERM or SIGINT, a clean stop that has not ended after this is cut short: the stacks "
+                "are logged and the worker exits with status 4 (so does a second signal), s; keep it below the "
+                "pod's termination grace period", 60.0, float),
+        Setting("--stall-timeout", "WORKER_STALL_TIMEOUT",
+                "records wait (or a batch is held) and the agent has finished no batch for this long, or the "
+                "event loop has not turned: /healthz fails, pipeline_agent_stalled is 1, the stacks are "
+                "logged; after half as long again the worker exits with status 3, s; 0 = off", 120.0, float),
         Setting("--stop-after", "WORKER_STOP_AFTER",
                 "exit after reading this many relay records and print a JSON summary (benchmarks; 0 = never)", 0, int),
         Setting("--loglevel", "WORKER_LOGLEVEL", "log level", "warning", choices=("debug", "info", "warning", "error")),
@@ -116,6 +124,10 @@ def settings_from_args(args: argparse.Namespace):
                         ("--default-deadline", args.default_deadline)):
         if value <= 0:
             raise ConfigError(f"{name} must be > 0, not {value:g}")
+    if args.stop_timeout <= 0:
+        raise ConfigError(f"--stop-timeout must be > 0, not {args.stop_timeout:g}")
+    if args.stall_timeout < 0 or 0 < args.stall_timeout < 5:
+        raise ConfigError(f"--stall-timeout must be 0 (off) or at least 5 s, not {args.stall_timeout:g}")
     if not 6 <= args.session_timeout <= 300:
         raise ConfigError(f"--session-timeout must be between 6 and 300 s, not {args.session_timeout:g}")
     if args.lateness < 0:
@@ -152,7 +164,8 @@ def settings_from_args(args: argparse.Namespace):
         lateness_s=args.lateness, replay_guard_s=args.replay_guard, rocksdb_cache_mb=args.rocksdb_cache_mb,
         batch_size=args.batch_size, fetch_partition_mb=args.fetch_partition_mb,
         fetch_min_kb=args.fetch_min_kb, fetch_wait_ms=args.fetch_wait_ms,
-        stop_after=args.stop_after, loglevel=args.loglevel,
+        stop_after=args.stop_after, stop_timeout_s=args.stop_timeout, stall_timeout_s=args.stall_timeout,
+        loglevel=args.loglevel,
         session_timeout_s=args.session_timeout, group_instance_id=args.group_instance_id or None,
     )
 
@@ -169,15 +182,22 @@ def _forget_unclean_tables(rt, settings):
     import shutil
     from pathlib import Path
 
-    tabledir = Path(rt.app.conf.tabledir)
+    tabledir = Path(rt.app.conf.tabledir)  # faust makes the folder when the app is built: look inside
     marker = tabledir.parent / f"{settings.app_id}.clean-stop"
-    if tabledir.exists() and not marker.exists():
+    if _holds_tables(tabledir) and not marker.exists():
         logging.getLogger("pipeline.worker").warning(
             "%s: the last worker did not stop cleanly; rebuilding the tables from their changelogs", tabledir)
         shutil.rmtree(tabledir)
     marker.unlink(missing_ok=True)
     marker.parent.mkdir(parents=True, exist_ok=True)
     return marker
+
+
+def _holds_tables(tabledir) -> bool:
+    """Whether a worker left table data here (a partition's database, ``<table>-<n>.db``): a new
+    data dir has nothing to distrust, only the empty ``<table>-backups`` folders faust makes with
+    the app."""
+    return tabledir.is_dir() and any(entry.is_file() or any(entry.iterdir()) for entry in tabledir.iterdir())
 
 
 def _quiet_collector() -> None:
@@ -196,9 +216,7 @@ def run(args: argparse.Namespace) -> int:
     # faust's pure-Python conductor and streams, the code the patches copy and were measured
     # with (the agent reads its channel through faust_patches.event_batches, not faust's iterator)
     os.environ.setdefault("NO_CYTHON", "1")
-    import faust
-
-    from . import faust_patches, topics
+    from . import faust_patches, liveness, topics
     from .app import create_app
 
     settings = settings_from_args(args)
@@ -208,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
         registry.attach(schemas, {f"{named.operations}-value": "operation", f"{named.node_state}-value": "node_state",
                                   f"{named.alerts}-value": "alert"},
                         reads={f"{topic}-value": codec.NOTIFICATION for topic in named.sources})
-    partitions = topics.ensure(settings.client_kwargs(), settings.topics, settings.partitions, settings.replication)
+    partitions = topics.ensure(settings.client_kwargs(), settings.topics, settings.partitions, settings.replication,
+                               own=topics.faust_topics(settings.app_id))
     if settings.web_enabled:  # the views (pipeline.web) show what the agent reports, on the same app
         from pipeline import web
 
@@ -219,13 +238,14 @@ def run(args: argparse.Namespace) -> int:
     clean_marker = _forget_unclean_tables(rt, settings)
     _quiet_collector()
     started = time.monotonic()
-    worker = faust.Worker(rt.app, loglevel=settings.loglevel, quiet=True)
+    worker = liveness.worker(rt)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
     else:  # pragma: no cover - execute_from_commandline always raises SystemExit
         code = 0
+    worker.stopped()
     elapsed = time.monotonic() - started
     if clean_marker is not None and code == 0 and not faust_patches.crashed(rt.app):
         clean_marker.touch()

@@ -37,6 +37,7 @@ class WorkerFigures:
     loss: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # publisher -> {started, ended, missing, ...}
     counters: Iterable[tuple[str, str, float]] = ()  # (name without _total, help, value)
     lanes: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> watermark, µs
+    agent: Mapping[str, Any] = field(default_factory=dict)  # stalled, last_progress (liveness.Progress.report)
     now: float = 0.0  # the wall clock of the scrape, epoch seconds
 
 
@@ -73,7 +74,7 @@ def _counter(name: str, help_text: str, labels: list[str], rows: Rows) -> Counte
 def pipeline_metrics(observations: Observations, figures: WorkerFigures) -> list[Metric]:
     """Our metric families from plain figures (pure, so the unit tests read them directly)."""
     return [*_lane_ages(figures), *_counted(observations), *_open_operations(figures), *_nodes(figures),
-            *_reading(figures), *_extra_counters(figures)]
+            *_reading(figures), *_agent(figures), *_extra_counters(figures)]
 
 
 def _counted(o: Observations) -> list[Metric]:
@@ -150,6 +151,21 @@ def _reading(figures: WorkerFigures) -> list[Metric]:
                "(started, ended, errors, missing, late, orphaned, superseded), on this worker's partitions",
                ["publisher", "what"],
                (((pub, what), n) for pub, counts in sorted(figures.loss.items()) for what, n in sorted(counts.items()))),
+    ]
+
+
+def _agent(figures: WorkerFigures) -> list[Metric]:
+    """Whether the agent keeps up (streams/liveness.py); absent while the stall watch is off."""
+    agent = figures.agent
+    if "last_progress" not in agent:
+        return []
+    return [
+        _gauge("pipeline_agent_stalled", "1 while records wait (or a batch is held) and the agent has finished "
+               "no batch for --stall-timeout; the worker exits by itself soon after", [],
+               [((), 1.0 if agent.get("stalled") else 0.0)]),
+        _gauge("pipeline_agent_last_progress_timestamp_seconds",
+               "When the agent last finished a batch or had nothing to do (epoch seconds)", [],
+               [((), round(float(agent["last_progress"]), 3))]),
     ]
 
 

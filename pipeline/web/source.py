@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from time import monotonic
 from typing import Any
@@ -217,7 +218,16 @@ def source_from_runtime(rt: Any, scan_cache_s: float = 2.0) -> WebSource:
         refresh=index.refresh,
         newest_events=lambda: newest_events(app, getattr(rt, "processor", None)),
         lanes=lanes,
+        agent=lambda: agent_report(rt),
     )
+
+
+def agent_report(rt: Any) -> Mapping[str, Any]:
+    """The stall watch's view of the agent (streams/liveness.py); empty while the watch is off."""
+    progress = getattr(rt, "progress", None)
+    if progress is None or rt.settings.stall_timeout_s <= 0:
+        return {}
+    return progress.report(monotonic(), time.time())
 
 
 def observations(partitions: int, args: argparse.Namespace | None = None) -> Observations:

@@ -63,6 +63,7 @@ class WebSource:
     refresh: Callable[[], Awaitable[None]] | None = None  # brings nodes()/open_operations() up to date
     newest_events: Callable[[], Mapping[str, float]] = dict  # relay topic -> newest event time read (epoch s)
     lanes: Callable[[], Mapping[tuple[str, int], int]] = dict  # (topic, partition) -> watermark µs, active lanes
+    agent: Callable[[], Mapping[str, Any]] = dict  # stalled, reason, last_progress (epoch s): liveness.Progress.report
 
 
 def json_response(value: Any, status: int = 200) -> aioweb.Response:
@@ -202,6 +203,7 @@ class WebViews:
             loss=self.source.loss(),
             counters=self.extra_counters(),
             lanes=self.source.lanes(),
+            agent=self.source.agent(),
             now=time(),
         )
 
@@ -359,6 +361,10 @@ class WebViews:
                               **self._workers(answers, failed)})
 
     async def healthz(self, request: aioweb.Request) -> aioweb.StreamResponse:
+        """The liveness probe: 503 once the agent is stalled (streams/liveness.py), so it is restarted."""
+        agent = self.source.agent()
+        if agent.get("stalled"):
+            return json_response({"status": "stalled", "reason": agent.get("reason", "")}, 503)
         return json_response({"status": "ok"})
 
     async def readyz(self, request: aioweb.Request) -> aioweb.StreamResponse:

@@ -41,7 +41,9 @@ class Worker:
             open_operations=lambda: [{"resource_uuid": u, "operation": "baremetal.node.deploy",
                                       "started_at": "2026-11-22T01:00:00Z"} for u in self.nodes],
             loss=lambda: {"ironic-conductor.c1": {"started": len(self.nodes), "missing": 1}},
+            agent=lambda: self.agent,
         )
+        self.agent: dict = {}  # what streams.liveness.Progress.report would say
         self.views = register(self.app, source, self.observations)
         self.distribution: dict[str, dict[str, list[int]]] = {}
         self.views.peers.distribution = lambda: self.distribution  # what the assignment would say
@@ -227,3 +229,17 @@ async def test_head_health_metrics_and_dashboard(pair: Any) -> None:
         page = await r.text()
         assert r.status == 200 and r.content_type == "text/html"
     assert "<script" in page and "http://" not in page and "https://" not in page
+
+
+async def test_healthz_fails_while_the_agent_is_stalled(pair: Any) -> None:
+    (w, _), session = pair
+    w.agent = {"stalled": False, "reason": "", "last_progress": 1_700_000_000.0, "waiting": 0}
+    async with session.get(f"{w.url}/healthz") as r:
+        assert r.status == 200
+    w.agent = {"stalled": True, "reason": "the agent has held a batch for 121 s", "last_progress": 1_700_000_000.0}
+    async with session.get(f"{w.url}/healthz") as r:
+        assert r.status == 503 and await r.json() == {"status": "stalled", "reason": "the agent has held a batch for 121 s"}
+    async with session.get(f"{w.url}/metrics") as r:
+        text = await r.text()
+    assert "pipeline_agent_stalled 1.0" in text
+    assert "pipeline_agent_last_progress_timestamp_seconds 1.7e+09" in text

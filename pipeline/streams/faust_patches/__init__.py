@@ -9,7 +9,8 @@ upstream stands, and when it can go; one module per patched area:
 * `drain`: 1. the drain loop runs the callback inline;
 * `monitor`: 2. a lean monitor;
 * `offsets`: 3. the end-of-recovery seek, 4. acked offsets that cannot be committed;
-* `producer`: 5. direct sends, and the changelog released before faust's commit;
+* `producer`: 5. direct sends, and the changelog released before faust's commit, 10. the metadata
+  of every topic the producer sends to;
 * `stores`: 6. table stores by partition;
 * `decode`: 7. the relay topics' records handed on as the bytes they are;
 * `stream`: 8. the stream read a batch at a time;
@@ -32,7 +33,7 @@ from .drain import use_inline_drain
 from .monitor import _lean_monitor_class, install_lean_monitor
 from .offsets import hold_flow_for_seek, repair_acked_offsets, rewind_uncommitted_on_seek
 from .pins import AIOKAFKA_VERSION, FAUST_VERSION, PATCHED_SOURCES, REQUIRED, missing, source_drift
-from .producer import aiokafka_producer, flush_first
+from .producer import aiokafka_producer, flush_first, track_every_topic
 from .recovery import BulkRestore, restore_in_bulk, restored_by
 from .stores import PartitionStore
 from .stream import event_batches
@@ -61,6 +62,7 @@ __all__ = [
     "restored_by",
     "rewind_uncommitted_on_seek",
     "source_drift",
+    "track_every_topic",
     "use_inline_drain",
 ]
 

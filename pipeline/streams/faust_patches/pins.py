@@ -67,6 +67,11 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.tables.recovery:Recovery", "active_highwaters", "instance"),
     ("faust.tables.recovery:Recovery", "tp_to_table", "instance"),
     ("faust.stores.rocksdb:Store", "use_rocksdict", "store"),
+    ("aiokafka.producer.producer:AIOKafkaProducer", "client", "instance"),
+    ("aiokafka.client:AIOKafkaClient", "_wait_on_metadata", "class"),
+    ("aiokafka.client:AIOKafkaClient", "_topics", "instance"),
+    ("aiokafka.client:AIOKafkaClient", "add_topic", "class"),
+    ("aiokafka.client:AIOKafkaClient", "set_topics", "class"),
 )
 
 # faust (and aiokafka) methods a patch copies, wraps or relies on, with the sha256 of their source
@@ -109,6 +114,11 @@ PATCHED_SOURCES: dict[str, str] = {
         "b4c811926678346ebb8c40486dbc46d0fbac2bbeaa592384bd955112556acf45",
     "aiokafka.consumer.consumer:AIOKafkaConsumer.start":
         "2f1ba70443327538800d348e61042cdedd5a5e6306f40ebe1a06dddba7494c45",
+    # producer.track_every_topic wraps the first; the second asks for the tracked topics only
+    "aiokafka.client:AIOKafkaClient._wait_on_metadata":
+        "52b0a5ee78ef3aa0c21c82b69baa20eb6983d9e5871e9e66784198cb2f1bf256",
+    "aiokafka.client:AIOKafkaClient._metadata_update":
+        "06dc51ed3e0d38b8d64100fd59012f399b2235c2f4804dfd142fcec397412fda",
 }
 
 
