@@ -361,8 +361,7 @@ class WebViews:
                               **self._workers(answers, failed)})
 
     async def healthz(self, request: aioweb.Request) -> aioweb.StreamResponse:
-        """The liveness probe: 503 once the agent is stalled (streams/liveness.py), so it is restarted."""
-        agent = self.source.agent()
+        agent = self.source.agent()  # the liveness probe fails once the agent stalls (streams/liveness.py)
         if agent.get("stalled"):
             return json_response({"status": "stalled", "reason": agent.get("reason", "")}, 503)
         return json_response({"status": "ok"})
