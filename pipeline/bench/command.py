@@ -101,7 +101,16 @@ SETTINGS: tuple[Group, ...] = (
                 "version's, on the same records, in turns; the table goes to stdout, the figures to compare.json "
                 "beside the report", "", metavar="REF", shown_default="none"),
         Setting("--compare-rounds", None, "rounds of the A/B (each runs both versions once)", 3, int),
-        Setting("--compare-stages", None, "what the A/B measures, comma-separated: worker, bridge",
+        Setting("--compare-rate", None, "the A/B's cost stage: events/s offered to a fresh bridge and worker",
+                100.0, float),
+        Setting("--compare-seconds", None, "the A/B's cost stage: seconds of each round", 30.0, float),
+        Setting("--soak", None, "run only the soak for this many seconds (pipeline.bench.soak): bridge and worker at "
+                "--soak-rate, the worker restarted every --soak-restart-every s; 0 = no soak", 0.0, float,
+                metavar="SECONDS"),
+        Setting("--soak-rate", None, "the soak's offered rate, events/s", 100.0, float),
+        Setting("--soak-restart-every", None, "the soak restarts the worker this often, s", 600.0, float),
+        Setting("--compare-stages", None, "what the A/B measures, comma-separated: worker, bridge (backlogs), "
+                "cost (CPU per event of both at --compare-rate)",
                 ["worker", "bridge"], lambda text: [s.strip() for s in text.split(",") if s.strip()],
                 metavar="LIST", shown_default="worker,bridge"),
         Setting("--report", "BENCH_REPORT", "JSON report", Path(".bench/report.json"), Path),
@@ -370,6 +379,8 @@ def _check(args: argparse.Namespace) -> None:
     unknown = set(args.stages) - set(STAGE_GROUPS)
     if unknown or not args.stages:
         raise ConfigError(f"--stages: {', '.join(sorted(unknown)) or 'none given'}; choose from {', '.join(STAGE_GROUPS)}")
+    if args.soak < 0 or args.soak_rate <= 0 or args.soak_restart_every <= 0:
+        raise ConfigError("--soak must not be negative, --soak-rate and --soak-restart-every must be positive")
     if any(rate < 0 for rate in args.cost_rates):
         raise ConfigError("--cost-rates must not be negative")
     if args.images < 0:
@@ -396,6 +407,10 @@ def run(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         if args.compare:  # the before/after pair only (pipeline.bench.compare), with its own cleanup
             return await compare.run(args, bench.amqp)
+        if args.soak:
+            from . import soak
+
+            return await soak.run(args, bench.amqp, say, bench.tmp)
         try:
             return await bench.run()
         finally:
@@ -410,6 +425,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"a broker is not reachable ({exc}); run `make up`") from None
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
+    if args.soak:
+        print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+        return 0
     if args.compare:
         print(f"{report['table']}\n\nA/B of {' and '.join(report['labels'])}: "
               f"{report['rounds']} rounds, {report['events']:,} records, {report['wall_seconds']:.0f} s\n"

@@ -8,7 +8,11 @@ is each round's CPU time per record and rate, their means, and the change.
 
 - worker: the same relay records (written once by a bare producer, encoded by this checkout) read by
   `pipeline worker` with every agent, RocksDB and the web views, as in the bench's worker stage;
-- bridge: the same bodies in a queue of its own per round, relayed by `pipeline bridge`.
+- bridge: the same bodies in a queue of its own per round, relayed by `pipeline bridge`;
+- cost: a fresh bridge and worker of each version, events offered through RabbitMQ at
+  `--compare-rate` for `--compare-seconds`: the CPU per event of each process (the rows "bridge at
+  R/s" and "worker at R/s", their rate the events relayed per second) and the end-to-end p50/p99
+  beside them, the cost stage of `make bench` in turns.
 
 REF's files come from `git archive` (committed content only) and run with this environment's
 libraries; this checkout runs as it is on disk, uncommitted changes included.
@@ -87,6 +91,16 @@ class Side:
     tree: Path
     worker: list[Round] = field(default_factory=list)
     bridge: list[Round] = field(default_factory=list)
+    cost_bridge: list[Round] = field(default_factory=list)  # at a fixed offered rate: relayed/s, µs per event
+    cost_worker: list[Round] = field(default_factory=list)
+    latency: list[tuple[float, float]] = field(default_factory=list)  # e2e (p50, p99) ms of each cost round
+
+
+def _rows(stage: str, rate: float) -> list[tuple[str, str]]:
+    """(the row's name, the Side field it shows) of a stage."""
+    if stage == "cost":
+        return [(f"bridge at {rate:,.0f}/s", "cost_bridge"), (f"worker at {rate:,.0f}/s", "cost_worker")]
+    return [(stage, stage)]
 
 
 def order(sides: list[Side], rounds: int) -> list[list[Side]]:
@@ -105,26 +119,31 @@ def _change(before: float | None, after: float | None) -> str:
     return f"{(after - before) / before * 100:+.1f} %"
 
 
-def report_text(sides: list[Side], stages_run: list[str]) -> str:
+def report_text(sides: list[Side], stages_run: list[str], rate: float = 100.0) -> str:
     """The table: per stage and version, every round's CPU per record and rate, their means, the
-    highest peak RSS, and this checkout's change against REF (negative CPU, positive rate: faster)."""
+    highest peak RSS, and this checkout's change against REF (negative CPU, positive rate: faster);
+    for the cost stage each version's end-to-end latency too."""
     before, after = sides
+    rows = [row for stage in stages_run for row in _rows(stage, rate)]
     lines = ["| stage | version | CPU per record, each round | mean | rate, each round | mean | peak RSS |",
              "|---|---|---|---|---|---|---|"]
-    for stage in stages_run:
+    for stage, name in rows:
         for side in sides:
-            rounds = getattr(side, stage)
+            rounds = getattr(side, name)
             cpu = ", ".join(f"{r[1]:.1f}" for r in rounds)
-            rate = ", ".join(f"{r[0]:,.0f}" for r in rounds)
+            rates = ", ".join(f"{r[0]:,.0f}" for r in rounds)
             rss = max((r[2] for r in rounds), default=0.0)
-            lines.append(f"| {stage} | {side.label} | {cpu} µs | {_mean(rounds, 1) or 0:.1f} µs | {rate}/s "
+            lines.append(f"| {stage} | {side.label} | {cpu} µs | {_mean(rounds, 1) or 0:.1f} µs | {rates}/s "
                          f"| {_mean(rounds, 0) or 0:,.0f}/s | {rss:,.1f} MB |")
     lines.append("")
-    for stage in stages_run:
-        b, a = getattr(before, stage), getattr(after, stage)
+    for stage, name in rows:
+        b, a = getattr(before, name), getattr(after, name)
         lines.append(f"{stage}: CPU per record {_mean(b, 1) or 0:.1f} -> {_mean(a, 1) or 0:.1f} µs "
                      f"({_change(_mean(b, 1), _mean(a, 1))}), rate {_mean(b, 0) or 0:,.0f} -> "
                      f"{_mean(a, 0) or 0:,.0f}/s ({_change(_mean(b, 0), _mean(a, 0))})")
+    for side in sides if "cost" in stages_run else ():
+        each = ", ".join(f"{p50:.0f}/{p99:.0f}" for p50, p99 in side.latency)
+        lines.append(f"end to end at {rate:,.0f}/s, {side.label}: p50/p99 {each} ms")
     return "\n".join(lines)
 
 
@@ -186,6 +205,46 @@ class Compare:
         side.bridge.append(_measured(relayed, bridge, f"bridge ({side.label})"))
         say(f"  bridge ({side.label}): {relayed.rate:,.0f}/s, {relayed.cpu_us_per_event:.1f} µs of CPU per record")
 
+    async def cost_round(self, side: Side) -> None:
+        """A fresh bridge and worker of `side` at `--compare-rate` (the bench's cost stage, one rate)."""
+        from pipeline.bridge.relay import catalog_topics
+
+        from .stages.cost import cost_entry, until_ready
+
+        a = self.args
+        names = self._run_names()
+        self.queues.append(names.queue)
+        await stages.declare_queue(self.amqp, names.queue)
+        work = Workload(a.nodes, a.images, seed=a.seed,
+                        topics=OsloTopics(ironic=names.ironic_topic, glance=names.glance_topic))
+        port = stages.free_port()
+        bridge = start_bridge(names, amqp_url=self.amqp, bootstrap=self.bootstrap, partitions=a.partitions,
+                              extra=shlex.split(a.bridge_args), tree=side.tree)
+        worker = start_worker(names, bootstrap=self.bootstrap, partitions=a.partitions,
+                              data_dir=str(self.tmp / f"worker-{self.runs}"), store="rocksdb://", web_port=port,
+                              extra=shlex.split(a.worker_args), tree=side.tree)
+        try:
+            await bridge.wait_for("relaying from", 120)
+            await until_ready(worker, port, say, f"worker ({side.label})")
+            await asyncio.sleep(5.0)  # their start-up is no part of the cost
+            e2e = await stages.end_to_end(self.amqp, self.bootstrap, f"{names.output_prefix}operations",
+                                          work.publish_list(int(a.compare_rate * a.compare_seconds)), a.compare_rate,
+                                          lambda _: None, relay_topics=catalog_topics(names.topic_prefix),
+                                          pids={"bridge": bridge.pid, "worker": worker.pid})
+        finally:
+            for proc in (bridge, worker):
+                await proc.stop()
+                proc.cleanup()
+        share = {key[4:]: value for key, value in e2e.items() if key.startswith("e2e_")}
+        entry = cost_entry(a.compare_rate, e2e["e2e_publish_seconds"], share, e2e["e2e_relayed"])
+        for name, proc, rounds in (("bridge", bridge, side.cost_bridge), ("worker", worker, side.cost_worker)):
+            if entry[f"{name}_cpu_us_per_event"] is None:
+                raise ConfigError(f"{name} ({side.label}): no CPU figure (it exited?)")
+            rounds.append((entry["relayed_per_s"], entry[f"{name}_cpu_us_per_event"], proc.peak_rss_mb))
+        side.latency.append((e2e["e2e_p50_ms"] or float("nan"), e2e["e2e_p99_ms"] or float("nan")))
+        say(f"  {side.label}: bridge {entry['bridge_cpu_us_per_event']:,.0f} µs, worker "
+            f"{entry['worker_cpu_us_per_event']:,.0f} µs per event; e2e p50 {e2e['e2e_p50_ms']} p99 {e2e['e2e_p99_ms']} ms")
+
     async def run(self) -> dict[str, Any]:
         from pipeline.bridge.relay import catalog_topics
         from pipeline.streams.topics import Topics as WorkerTopics
@@ -199,7 +258,7 @@ class Compare:
         for side in sides:
             if _package_of(side.tree) != (side.tree / "pipeline").resolve():
                 raise ConfigError(f"--compare: a child started in {side.tree} does not import its own package")
-        wanted = [s for s in ("worker", "bridge") if s in a.compare_stages]
+        wanted = [s for s in ("worker", "bridge", "cost") if s in a.compare_stages]
 
         names = self.names
         self.stage(f"records: {a.events:,} notifications of a {a.nodes:,}-node, {a.images:,}-image fleet")
@@ -221,13 +280,16 @@ class Compare:
                     self.stage(f"round {number} of {a.compare_rounds}: {stage} of {side.label}")
                     if stage == "worker":
                         await self.worker_round(side, names.topic_prefix, expected)
-                    else:
+                    elif stage == "bridge":
                         await self.bridge_round(side, bodies)
+                    else:
+                        await self.cost_round(side)
         return {"run": names.run, "compare": a.compare, "commit": commit, "labels": [s.label for s in sides],
                 "events": a.events, "rounds": a.compare_rounds,
                 "stages": wanted, "wall_seconds": round(time.perf_counter() - self.started, 1),
-                "sides": [{"label": s.label, "worker": s.worker, "bridge": s.bridge} for s in sides],
-                "table": report_text(sides, wanted)}
+                "sides": [{"label": s.label, "worker": s.worker, "bridge": s.bridge, "cost_bridge": s.cost_bridge,
+                           "cost_worker": s.cost_worker, "latency": s.latency} for s in sides],
+                "compare_rate": a.compare_rate, "table": report_text(sides, wanted, a.compare_rate)}
 
     async def cleanup(self) -> None:
         try:
@@ -241,9 +303,11 @@ class Compare:
 def check(args: argparse.Namespace) -> None:
     if args.compare_rounds <= 0:
         raise ConfigError("--compare-rounds must be positive")
-    unknown = set(args.compare_stages) - {"worker", "bridge"}
+    unknown = set(args.compare_stages) - {"worker", "bridge", "cost"}
     if unknown or not args.compare_stages:
-        raise ConfigError(f"--compare-stages: {', '.join(sorted(unknown)) or 'none given'}; choose worker, bridge")
+        raise ConfigError(f"--compare-stages: {', '.join(sorted(unknown)) or 'none given'}; choose worker, bridge, cost")
+    if args.compare_rate <= 0 or args.compare_seconds <= 0:
+        raise ConfigError("--compare-rate and --compare-seconds must be positive")
 
 
 async def run(args: argparse.Namespace, amqp_url: str) -> dict[str, Any]:

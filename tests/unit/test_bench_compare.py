@@ -48,4 +48,16 @@ def test_bench_flags_for_the_comparison_are_checked(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "pipeline", "bench", "--compare", "HEAD", "--compare-stages", "worker,x"],
                             cwd=compare.CHECKOUT, capture_output=True, text=True, check=False)
     assert result.returncode == 2
-    assert result.stderr.strip() == "pipeline bench: error: --compare-stages: x; choose worker, bridge"
+    assert result.stderr.strip() == "pipeline bench: error: --compare-stages: x; choose worker, bridge, cost"
+
+
+def test_the_cost_stage_shows_both_processes_at_the_offered_rate_with_the_latency_beside() -> None:
+    before = compare.Side("main (abc1234)", Path("a"), cost_bridge=[(99.0, 820.0, 50.0), (100.0, 780.0, 51.0)],
+                          cost_worker=[(99.0, 1130.0, 250.0), (100.0, 1070.0, 251.0)],
+                          latency=[(20.0, 61.0), (22.0, 70.0)])
+    after = compare.Side("this checkout (def5678)", Path("b"), cost_bridge=[(100.0, 400.0, 50.0), (100.0, 420.0, 50.0)],
+                         cost_worker=[(100.0, 550.0, 250.0), (99.0, 530.0, 250.0)], latency=[(35.0, 80.0), (37.0, 90.0)])
+    text = compare.report_text([before, after], ["cost"], 100.0)
+    assert "| bridge at 100/s | main (abc1234) | 820.0, 780.0 µs | 800.0 µs | 99, 100/s | 100/s | 51.0 MB |" in text
+    assert "worker at 100/s: CPU per record 1100.0 -> 540.0 µs (-50.9 %), rate 100 -> 100/s (+0.0 %)" in text
+    assert "end to end at 100/s, this checkout (def5678): p50/p99 35/80, 37/90 ms" in text

@@ -222,3 +222,13 @@ def test_cpu_share_of_a_busy_process_and_of_the_machine() -> None:
     at_least = (0.3 - 0.02) / (time.monotonic() - wall)  # 0.02: the clock ticks of /proc/<pid>/stat
     assert at_least <= figures["me_cores"] <= 1.05 and figures["gone_cores"] is None
     assert figures["me_cores"] / (os.cpu_count() or 1) * 0.9 < figures["machine_busy"] <= 1.0
+
+
+def test_the_soak_s_verdict_is_rss_growth_after_the_warm_up_and_operations_lost() -> None:
+    from pipeline.bench.soak import verdict
+
+    samples = [{"at_s": 60.0 * (i + 1), "bridge_rss_mb": 40.0 + (5.0 if i == 0 else 0.0),
+                "worker_rss_mb": 200.0 + i, "operations": 100, "matched": 100 - (i == 3)} for i in range(20)]
+    v = verdict(samples, 600.0)  # from the sample at 600 s (worker 209 MB) to the last (219 MB)
+    assert v["worker_rss_growth"] == round(219 / 209 - 1, 4) and v["bridge_rss_growth"] == 0.0
+    assert v["lost"] == 1 and v["operations"] == 2000

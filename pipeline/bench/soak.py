@@ -1,0 +1,130 @@
+"""`pipeline bench --soak SECONDS`: a bridge and a worker at a fleet's rate for a long while, the
+worker restarted (SIGTERM, the same data dir) every `--soak-restart-every` seconds, as a rolling
+update does. Not part of `make bench`.
+
+Every minute the events offered in it are timed end to end (the cost stage's measuring, one minute
+at a time), and the RSS (VmRSS) of both processes is sampled. At the end the operations topic is
+read whole: an operation record whose `op_id` appears twice was published twice (doubled), and a
+terminal event whose operation record never came within the minute's settling time is lost. The
+report (`soak.json` beside the bench's report) has the minute-by-minute figures and the verdict:
+RSS growth from the first `--soak-restart-every` seconds to the end (the target: < 10 %), lost and
+doubled operations (the target: none).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from typing import Any
+
+from pipeline.simulate.outputs import Topics as OsloTopics
+
+from . import stages
+from .procs import Names, Proc, end_run, start_bridge, start_worker
+from .records import Workload
+from .stages.cost import cost_entry, until_ready
+
+__all__ = ["run", "verdict"]
+
+CHUNK_S = 60.0
+
+
+def verdict(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
+    """RSS growth of each process from the end of the warm-up to the end, from the per-minute samples
+    (`at_s`, `bridge_rss_mb`, `worker_rss_mb`), and the totals of lost operations."""
+    out: dict[str, Any] = {}
+    after = [s for s in samples if s["at_s"] >= warmup_s] or samples[-1:]
+    for name in ("bridge", "worker"):
+        first, last = after[0][f"{name}_rss_mb"], samples[-1][f"{name}_rss_mb"]
+        out[f"{name}_rss_growth"] = round(last / first - 1, 4) if first and last else None
+    out["lost"] = sum(s["operations"] - s["matched"] for s in samples)
+    out["operations"] = sum(s["operations"] for s in samples)
+    return out
+
+
+async def _doubled(bootstrap: str, topic: str) -> tuple[int, int]:
+    """(records, distinct op ids) of the whole operations topic."""
+    from aiokafka import AIOKafkaConsumer
+
+    from pipeline import codec
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    seen: set[str] = set()
+    total = 0
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=3000, max_records=5000)
+            if not batch:
+                break
+            for records in batch.values():
+                for record in records:
+                    total += 1
+                    seen.add(str(codec.decode_value(record.value).get("op_id")))
+    finally:
+        await consumer.stop()
+    return total, len(seen)
+
+
+async def run(args: argparse.Namespace, amqp_url: str, say: stages.Say, tmp: Any) -> dict[str, Any]:
+    from pipeline.bridge.relay import catalog_topics
+
+    a = args
+    names = Names(run=f"soak{Names().run}")
+    work = Workload(a.nodes, a.images, seed=a.seed, topics=OsloTopics(ironic=names.ironic_topic,
+                                                                      glance=names.glance_topic))
+    bootstrap = a.kafka_bootstrap_servers
+    await stages.declare_queue(amqp_url, names.queue)
+    port = stages.free_port()
+    data_dir = str(tmp / "worker-soak")
+
+    def new_worker() -> Proc:
+        return start_worker(names, bootstrap=bootstrap, partitions=a.partitions, data_dir=data_dir,
+                            store="rocksdb://", web_port=port, extra=shlex.split(a.worker_args))
+
+    bridge = start_bridge(names, amqp_url=amqp_url, bootstrap=bootstrap, partitions=a.partitions,
+                          extra=shlex.split(a.bridge_args))
+    worker = new_worker()
+    samples: list[dict[str, Any]] = []
+    restarts = 0
+    try:
+        await bridge.wait_for("relaying from", 120)
+        await until_ready(worker, port, say, "worker")
+        started = time.monotonic()
+        last_restart = started
+        while (elapsed := time.monotonic() - started) < a.soak:
+            if time.monotonic() - last_restart >= a.soak_restart_every:
+                say(f"[{elapsed:6.0f}s] soak: the worker restarted (SIGTERM, the same data dir)")
+                await worker.stop()
+                worker.cleanup()
+                worker = new_worker()
+                ready = await until_ready(worker, port, say, "worker (restarted)")
+                restarts += 1
+                last_restart = time.monotonic()
+                say(f"  ready again after {ready['ready_s']:.1f} s")
+            e2e = await stages.end_to_end(amqp_url, bootstrap, f"{names.output_prefix}operations",
+                                          work.publish_list(int(a.soak_rate * CHUNK_S)), a.soak_rate, lambda _: None,
+                                          relay_topics=catalog_topics(names.topic_prefix),
+                                          pids={"bridge": bridge.pid, "worker": worker.pid})
+            share = {key[4:]: value for key, value in e2e.items() if key.startswith("e2e_")}
+            entry = cost_entry(a.soak_rate, e2e["e2e_publish_seconds"], share, e2e["e2e_relayed"])
+            sample = {"at_s": round(time.monotonic() - started, 1), "bridge_rss_mb": bridge.sample(),
+                      "worker_rss_mb": worker.sample(), "operations": e2e["e2e_operations"],
+                      "matched": e2e["e2e_matched"], "p99_ms": e2e["e2e_p99_ms"], **entry}
+            samples.append(sample)
+            say(f"[{sample['at_s']:6.0f}s] soak: RSS bridge {sample['bridge_rss_mb'] or 0:.1f} MB, worker "
+                f"{sample['worker_rss_mb'] or 0:.1f} MB; {sample['matched']:,} of {sample['operations']:,} "
+                f"operations, p99 {sample['p99_ms']} ms; CPU per event bridge {entry['bridge_cpu_us_per_event']} µs, "
+                f"worker {entry['worker_cpu_us_per_event']} µs")
+        total, distinct = await _doubled(bootstrap, f"{names.output_prefix}operations")
+    finally:
+        await end_run(names, amqp_url, bootstrap, bridge, worker)
+    result = {"soak_seconds": a.soak, "rate": a.soak_rate, "restart_every_s": a.soak_restart_every,
+              "restarts": restarts, "operation_records": total, "doubled": total - distinct,
+              **verdict(samples, a.soak_restart_every), "samples": samples}
+    path = a.report.parent / "soak.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    result["path"] = str(path)
+    return result
