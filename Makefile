@@ -34,9 +34,11 @@ image:
 	@bash stack/image.sh
 
 # Test-only tools: kustomize for the manifest tests, Debian's chromium for the dashboard test,
-# promtool and the prometheus-operator CRDs for the monitoring tests.
+# promtool and the prometheus-operator CRDs for the monitoring tests, the packages and Kubernetes
+# binaries of the one-node test cluster (docs/kubernetes.md).
 tools:
 	@bash tests/k8s/tools.sh
+	@bash tests/k8s/cluster/tools.sh
 	@bash stack/chromium.sh
 	@bash tests/monitoring/tools.sh
 
