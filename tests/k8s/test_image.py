@@ -168,6 +168,7 @@ def test_a_fleet_through_the_read_only_containers_and_sigterm_stops_each(
         eventually(lambda c=container, p=port: c.running() and ready(p), 120, f"{container.name} /readyz 200",
                    interval=1, ignore=(OSError,), detail=logs)
     wait_for_queue(names["queue"])
+    assert REBUILD_WARNING not in worker.logs(), "a first start on an empty volume is no unclean stop"
 
     fleet = power_fleet.Fleet(unique, 40)
     fleet.start()

@@ -167,8 +167,6 @@ def deployed(k8s: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             run_async(delete_topics(prefix))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28: a worker on an empty data volume says the last one did not "
-                   "stop cleanly; remove this mark when its fix is on main")
 def test_a_first_start_on_an_empty_volume_is_not_taken_for_an_unclean_stop(deployed: Deployed) -> None:
     assert REBUILD_WARNING not in deployed.first_worker_log, deployed.first_worker_log[-3000:]
 
