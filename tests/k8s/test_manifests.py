@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 
 import pipeline
-from pipeline import catalog
+from pipeline import catalog, events
 from pipeline.bridge.relay import catalog_topics
 from pipeline.streams.topics import Topics
 from tests.support.k8s import (
@@ -219,7 +219,7 @@ def test_images_are_pinned_and_come_from_a_registry(rendered: Rendered) -> None:
         assert container.get("imagePullPolicy") in ("IfNotPresent", "Always"), where
         # the image's ENTRYPOINT is `pipeline`: a command here would bypass it
         assert "command" not in container, where
-        assert container["args"][0] in ("bridge", "worker"), where
+        assert container["args"][0] in ("bridge", "worker", "reconcile"), where
 
 
 def test_no_literal_secrets(rendered: Rendered) -> None:
@@ -416,7 +416,7 @@ def test_each_pod_authenticates_as_its_own_kafka_user(rendered: Rendered) -> Non
         assert users[user]["spec"]["authentication"]["type"] == "scram-sha-512"
         secrets = {v["secret"]["secretName"] for v in pod_spec(workload)["volumes"] if "secret" in v}
         assert user in secrets, f"{ident(workload)}: mounts the Secret Strimzi creates for {user}"
-    assert set(users) == {"pipeline-bridge", "pipeline-worker"}
+    assert set(users) == {"pipeline-bridge", "pipeline-worker", "pipeline-reconciler"}
 
 
 def test_kafka_users_get_what_they_need_and_no_more(rendered: Rendered) -> None:
@@ -447,6 +447,22 @@ def test_kafka_users_get_what_they_need_and_no_more(rendered: Rendered) -> None:
         }
     )
     assert set(users["pipeline-worker"]) == expected_worker
+
+    # the reconciler: the alerts in its group, the node-state table for the sweep, and its
+    # observations into the relay topics of the families it asks about
+    expected_reconciler = (
+        {("topic", t, "literal", frozenset({"Describe", "Read"})) for t in (worker.alerts, worker.node_state)}
+        | {("group", reconciler_group(), "literal", frozenset({"Read"}))}
+        | {("topic", events.topic_for(f, settings["TOPIC_PREFIX"]), "literal", frozenset({"Describe", "Write"}))
+           for f in catalog.OBSERVABLE}
+    )
+    assert set(users["pipeline-reconciler"]) == expected_reconciler
+
+
+def reconciler_group() -> str:
+    from pipeline.reconcile.command import SETTINGS
+
+    return next(s.default for g in SETTINGS for s in g.settings if s.flag == "--group-id")
 
 
 def test_the_worker_app_id_is_the_one_the_acls_name(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> None:

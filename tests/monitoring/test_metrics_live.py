@@ -137,6 +137,20 @@ def _matched(worker_url: str) -> int:
     return answer["matched"]
 
 
+def _reconciler_names() -> set[str]:
+    """The reconciler's metric families as its module declares them (it runs against a real Ironic in
+    tests/integration/test_reconcile_ironic.py, not here): their names as /metrics gives them."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pipeline.reconcile import service
+
+    registry = CollectorRegistry()
+    for metric in (service.REQUESTS, service.LATENCY, service.OBSERVATIONS, service.PENDING, service.DRIFT,
+                   service.SWEEPS, service.BUILD_INFO):
+        registry.register(metric)
+    return exported_names(generate_latest(registry).decode())
+
+
 async def test_live_metrics_after_simulated_traffic(tmp_path) -> None:
     names = Names()
     web, scrape = free_port(), free_port()
@@ -168,7 +182,7 @@ async def test_live_metrics_after_simulated_traffic(tmp_path) -> None:
         assert f"{names.topic_prefix}baremetal.node" in newest and all(v > 1e9 for v in newest.values())
 
         # (3) every metric the rules and dashboards read is exported by the live processes
-        exported = exported_names(worker_text) | exported_names(bridge_text) | recorded_names()
+        exported = exported_names(worker_text) | exported_names(bridge_text) | recorded_names() | _reconciler_names()
         used = {name for expr in all_expressions() for name in metric_names(expr)}
         assert used and not used - exported, f"read by rules or dashboards but not exported: {sorted(used - exported)}"
         histogram = _counts([got], "pipeline_operation_duration_seconds_count", "operation")

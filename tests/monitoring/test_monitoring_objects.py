@@ -23,7 +23,8 @@ def rendered(request: pytest.FixtureRequest) -> Rendered:
 
 
 def test_every_overlay_ships_the_monitoring_objects(rendered: Rendered) -> None:
-    assert {o["metadata"]["name"] for o in rendered.of_kind("PodMonitor")} == {"pipeline-worker", "pipeline-bridge"}
+    assert {o["metadata"]["name"] for o in rendered.of_kind("PodMonitor")} == {"pipeline-worker", "pipeline-bridge",
+                                                                                  "pipeline-reconciler"}
     assert [o["metadata"]["name"] for o in rendered.of_kind("PrometheusRule")] == ["pipeline"]
     boards = [c for c in rendered.of_kind("ConfigMap") if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
     assert sorted(key for c in boards for key in c["data"]) == sorted(dashboards())
