@@ -57,3 +57,4 @@ def test_fresh_workers_process_and_stop(broker, tmp_path, capsys) -> None:
         f"{firsts[0]:.1f}..{firsts[-1]:.1f} s" if firsts else "no first operation at all")
     reports = "\n".join(r.report for r in stalled + unstopped if r.report)
     assert not stalled and not unstopped, "\n".join(r.line() for r in stalled + unstopped) + "\n" + reports
+    assert sum(r.false_alarms for r in results) == 0, "a first start said the last worker did not stop cleanly"

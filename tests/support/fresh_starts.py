@@ -45,6 +45,7 @@ class Start:
     report: str = ""  # on a stall: the worker's log tail, its stacks included
     stuck_cores: float | None = None  # cores a worker that did not stop used meanwhile
     missing_topics: int = 0  # "Ignoring missing topic" lines: faust's assignment met a topic not yet known
+    false_alarms: int = 0  # "did not stop cleanly" lines: a first start on an empty data dir has none to give
 
     @property
     def stalled(self) -> bool:
@@ -166,6 +167,7 @@ async def one_start(kafka: str, data_dir: Path, index: int, rng: random.Random, 
         result.stop_s, result.exit_code, result.stuck_cores = await _stop(proc, grace_s)
         log = proc.text()
         result.missing_topics = log.count("Ignoring missing topic")
+        result.false_alarms = log.count("did not stop cleanly")
         if os.environ.get("FRESH_STARTS_LOGS"):
             Path(os.environ["FRESH_STARTS_LOGS"], f"{index:03d}-{names.run}.log").write_text(log)
         if result.stalled or result.stop_s is None:
