@@ -1,5 +1,5 @@
 """The `rendered` fixture: each overlay's objects, one test per overlay. `k8s`: the one-node cluster
-(tests/k8s/cluster), up for the tests of this directory that need it and torn down after the last."""
+(tests/k8s/cluster), up for the module that uses it (test_cluster.py) and torn down after it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def rendered(request: pytest.FixtureRequest) -> Rendered:
     return Rendered(request.param, render(request.param))
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def k8s() -> Iterator[cluster.Cluster]:
     cluster.require_machine()
     image = cluster.image()

@@ -1,5 +1,5 @@
 """The product's image and a one-node Kubernetes, for the tests that run them (tests/k8s/test_image.py,
-test_apiserver.py, test_node.py).
+test_cluster.py).
 
 `make image` (stack/image.sh) builds the image from the repository's Dockerfile: with Docker where
 there is an engine, else with podman and a local stand-in base. tests/k8s/cluster/up.sh starts the
