@@ -4,6 +4,10 @@ Starts the local brokers (unless they already run), the bridge, one worker with 
 http://127.0.0.1:6066/ and the fleet simulator publishing through oslo.messaging into RabbitMQ, then
 prints every finished operation read back from `pipeline.operations`. Ctrl-C stops every process it
 started, brokers included when this run started them, and nothing else.
+
+The simulator also answers as Ironic's and Glance's read APIs for its fleet (its own stand-in, on
+127.0.0.1:16385, labelled so in its log), and `pipeline reconcile` asks it about every end the
+simulator lost: those operations print as "(reconciled)" once their deadline passed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("PIPELINE_STACK_DIR", ROOT / ".stack"))
 LOGS = STATE / "run"
 OPERATIONS_TOPIC = "pipeline.operations"
+SIMULATED_API_PORT = 16385
 
 
 def _start(name: str, *args: str) -> subprocess.Popen:
@@ -37,10 +42,24 @@ def _start(name: str, *args: str) -> subprocess.Popen:
     )
 
 
+def _say(line: str) -> None:
+    """Print, unless the reader went away (`make run | tee log` and Ctrl-C: tee is gone first), so
+    that stopping the children never ends half-way on a broken pipe."""
+    try:
+        print(line, flush=True)
+    except (BrokenPipeError, OSError):
+        pass
+
+
 def _stop(procs: dict[str, subprocess.Popen]) -> None:
     for _name, proc in reversed(procs.items()):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+    simulate = procs.get("simulate")
+    if simulate is not None and simulate.poll() is None:
+        # its first signal winds the fleet down at clock speed for minutes; a second stops it now
+        time.sleep(0.3)
+        simulate.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 30
     for name, proc in reversed(procs.items()):
         try:
@@ -48,7 +67,7 @@ def _stop(procs: dict[str, subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        print(f"[run] {name}: stopped", flush=True)
+        _say(f"[run] {name}: stopped")
 
 
 def _describe(op: dict) -> str:
@@ -61,7 +80,7 @@ def _describe(op: dict) -> str:
         change = ""
     ended = op["ended_at"].strftime("%H:%M:%S") if op.get("ended_at") else "--:--:--"
     subject = (op.get("node_uuid") or op.get("resource_uuid") or "")[:8]
-    late = " (late)" if op.get("late") else ""
+    late = " (reconciled from the API)" if op.get("reconciled") else " (late)" if op.get("late") else ""
     return f"{ended}  {op['operation']:<32} {subject}  {op['outcome']:<8} {seconds:8.1f} s{change}{late}"
 
 
@@ -78,7 +97,7 @@ async def _print_operations(stop: asyncio.Event, bootstrap: str) -> None:
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for record in records:
-                    print(_describe(codec.decode_value(record.value)), flush=True)
+                    _say(_describe(codec.decode_value(record.value)))
     finally:
         await consumer.stop()
 
@@ -103,6 +122,15 @@ def main() -> int:
         procs["simulate"] = _start(
             "simulate", "simulate", "--output", "rabbit", "--nodes", "200", "--images", "20",
             "--clock-speed", "1", "--think", "60", "--loss", "0.02", "--duplicates", "0.01",
+            "--api-port", str(SIMULATED_API_PORT),
+        )
+        clouds = LOGS / "clouds.yaml"  # the simulator's API, no authentication: a demo's, not a cloud's
+        clouds.write_text(f"clouds:\n  simulator:\n    auth_type: none\n"
+                          f"    baremetal_endpoint_override: http://127.0.0.1:{SIMULATED_API_PORT}/v1\n"
+                          f"    image_endpoint_override: http://127.0.0.1:{SIMULATED_API_PORT}/v2\n")
+        procs["reconcile"] = _start(
+            "reconcile", "reconcile", "--os-cloud", "simulator", "--os-client-config-file", str(clouds),
+            "--source-label", "simulator", "--recheck", "30", "--sweep-interval", "300",
         )
         print("[run] web views: http://127.0.0.1:6066/  (Ctrl-C stops everything this run started)", flush=True)
         loop = asyncio.new_event_loop()

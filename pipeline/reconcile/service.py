@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import platform
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .. import __version__, catalog, codec, events, observed
 from ..bridge.sink import KafkaSink
+from ..config import ConfigError
 from . import jobs as jobs_mod
 from .api import CAUSES, Api, Failed
 from .jobs import Job
@@ -162,15 +164,23 @@ class Reconciler:
 
     async def consume(self) -> None:
         from aiokafka import AIOKafkaConsumer
+        from aiokafka.errors import InconsistentGroupProtocolError
 
-        consumer = AIOKafkaConsumer(self.s.alerts_topic, group_id=self.s.group_id, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(group_id=self.s.group_id, enable_auto_commit=False,
                                     auto_offset_reset="earliest", **self.s.client)
+        # a pattern, not the name: naming a topic the workers have not created yet would make a broker
+        # with auto.create.topics.enable create it, with its own partition count
+        consumer.subscribe(pattern=f"^{re.escape(self.s.alerts_topic)}$")
         await consumer.start()
         ends: dict | None = None
         try:
             last_commit = time.monotonic()
             while not self.stop.is_set():
-                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                try:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                except InconsistentGroupProtocolError:
+                    raise ConfigError(f"--group-id {self.s.group_id}: the group belongs to another kind of consumer "
+                                      "(a worker's --app-id?)") from None
                 for tp, records in batch.items():
                     for rec in records:
                         self.read[(tp.topic, tp.partition)] = rec.offset + 1

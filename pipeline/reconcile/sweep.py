@@ -43,7 +43,10 @@ class NodeStates:
         admin = AIOKafkaAdminClient(**self.client)
         await admin.start()
         try:
-            described = await admin.describe_topics([self.topic])
+            # only a topic that exists is described: a metadata request naming a missing one makes a
+            # broker with auto.create.topics.enable create it, not compacted, with its own partitions
+            present = self.topic in await admin.list_topics()
+            described = await admin.describe_topics([self.topic]) if present else []
         finally:
             await admin.close()
         partitions = [p["partition"] for d in described if d.get("error_code", 0) == 0 for p in d.get("partitions", ())]
@@ -115,7 +118,20 @@ async def sweep_forever(rc: Reconciler) -> None:
 
     table = NodeStates(rc.s.node_state_topic, rc.s.client)
     try:
-        await table.start()
+        while True:  # the workers create the topic: a reconciler started first waits for it
+            try:
+                await table.start()
+                break
+            except ConfigError as exc:
+                if rc.s.once:
+                    raise
+                log.warning("no sweep yet: %s; trying again in %g s", exc, rc.s.sweep_interval_s)
+                await table.stop()
+                try:
+                    await asyncio.wait_for(rc.stop.wait(), rc.s.sweep_interval_s)
+                    return
+                except TimeoutError:
+                    pass
         while not rc.stop.is_set():
             started = time.monotonic()
             swept = await sweep_once(rc, table)

@@ -77,6 +77,10 @@ SETTINGS: tuple[Group, ...] = (
                 "ironic_versioned_notifications"),
         Setting("--glance-topic", "GLANCE_TOPIC", "Glance's [oslo_messaging_notifications] topics", "notifications"),
         Setting("--quiet", None, "no progress lines, only the summary", False, kind="switch"),
+        Setting("--api-port", "SIMULATE_API_PORT",
+                "also answer as Ironic's and Glance's read APIs for the simulated fleet on 127.0.0.1:PORT, so "
+                "`pipeline reconcile` can ask it about lost ends (the simulator's stand-in, no authentication); 0 = off",
+                0, int),
         VALUE_FORMAT,
     )),
     AMQP,
@@ -277,8 +281,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
 
     async def main() -> None:
-        await simulation.output.start()
-        await simulation.run()
+        api = None
+        if args.api_port:
+            from .api import serve
+
+            api = await serve(simulation.fleet, args.api_port)
+        try:
+            await simulation.output.start()
+            await simulation.run()
+        finally:
+            if api is not None:
+                await api.cleanup()
 
     try:
         asyncio.run(main())

@@ -35,6 +35,7 @@ from .model import (
     Operation,
     Port,
     Portgroup,
+    Task,
 )
 
 
@@ -62,6 +63,7 @@ class FleetCore:
         self._crud_ops: dict[tuple[str, str, str], tuple[Operation, dict[str, Any]]] = {}
         self.nodes: list[Node] = []
         self.images: list[Image] = []
+        self.tasks: dict[str, Task] = {}  # by id: what the read API (api.py) answers about
         self.projects = [f"proj-{self._hex(8)}" for _ in range(12)]
 
 

@@ -55,6 +55,7 @@ class GlanceLives(FleetCore):
     def _import(self, image: Image) -> Gen:
         """An interoperable image import: task create, run, processing, the upload, success or failure."""
         task = Task(self._uuid(), image.owner, self.now, self.now)
+        self.tasks[task.id] = task
         self._glance("task.create", "INFO", payloads.task_payload(task))
         yield self.rng.uniform(0.5, 5)
         task.status, task.updated_at = "processing", self.now
