@@ -127,7 +127,7 @@ class Observations:
         key = (operation, outcome)
         self.operations_by_outcome[key] = self.operations_by_outcome.get(key, 0) + 1
         duration_ms = record.get("duration_ms")
-        if duration_ms is not None:
+        if duration_ms is not None and not record.get("reconciled"):  # an upper bound only: kept out
             histogram = self.duration_histograms.get(key)
             if histogram is None:
                 histogram = self.duration_histograms[key] = DurationHistogram()
@@ -152,7 +152,8 @@ class Observations:
         sketch = self.sketches.get(partition)
         if sketch is None:
             sketch = self.sketches[partition] = DurationSketch(self.window_s, self.slice_s)
-        sketch.add(str(record.get("operation")), float(duration_ms), ended, error=record.get("outcome") == "error")
+        sketch.add(str(record.get("operation")), float(duration_ms), ended, error=record.get("outcome") == "error",
+                   reconciled=bool(record.get("reconciled")))
 
     def _keep_alert(self, record: Mapping[str, Any], partition: int) -> None:
         loading = self.loading.get(partition)

@@ -26,6 +26,9 @@ class Histogram:
 
     count: int = 0
     errors: int = 0
+    # closed from the API's answer (pipeline reconcile): counted apart, their durations are upper
+    # bounds (docs/reconcile.md) and stay out of the quantiles
+    reconciled: int = 0
     zeros: int = 0  # durations <= 0 ms (clock skew between publishers), kept apart from the log scale
     max_ms: float = 0.0
     buckets: dict[int, int] = field(default_factory=dict)
@@ -33,6 +36,7 @@ class Histogram:
     def merge(self, other: Histogram) -> None:
         self.count += other.count
         self.errors += other.errors
+        self.reconciled += other.reconciled
         self.zeros += other.zeros
         self.max_ms = max(self.max_ms, other.max_ms)
         for index, n in other.buckets.items():
@@ -42,6 +46,7 @@ class Histogram:
         return {
             "count": self.count,
             "errors": self.errors,
+            "reconciled": self.reconciled,
             "zeros": self.zeros,
             "max_ms": self.max_ms,
             "buckets": {str(k): v for k, v in self.buckets.items()},
@@ -52,6 +57,7 @@ class Histogram:
         return cls(
             count=int(data["count"]),
             errors=int(data.get("errors", 0)),
+            reconciled=int(data.get("reconciled", 0)),
             zeros=int(data.get("zeros", 0)),
             max_ms=float(data.get("max_ms", 0.0)),
             buckets={int(k): int(v) for k, v in data.get("buckets", {}).items()},
@@ -81,13 +87,23 @@ class DurationSketch:
         """The representative of a bucket: its relative midpoint, within `accuracy` of all it holds."""
         return 2 * self._gamma**index / (self._gamma + 1)
 
-    def add(self, operation: str, duration_ms: float, end_time: float, error: bool = False) -> None:
+    def add(self, operation: str, duration_ms: float, end_time: float, error: bool = False,
+            reconciled: bool = False) -> None:
         slice_index = int(end_time // self.slice_s)
         if self.watermark is not None and slice_index < self._first_slice(self.watermark):
             return  # ended before the window: it would be expired at once
         histogram = self.slices.setdefault(slice_index, {}).get(operation)
         if histogram is None:
             histogram = self.slices[slice_index][operation] = Histogram()
+        if reconciled:
+            histogram.reconciled += 1
+        else:
+            self._count(histogram, duration_ms, error)
+        if self.watermark is None or end_time > self.watermark:
+            self.watermark = end_time
+            self._expire()
+
+    def _count(self, histogram: Histogram, duration_ms: float, error: bool) -> None:
         histogram.count += 1
         histogram.errors += bool(error)
         if duration_ms > 0 and math.isfinite(duration_ms):
@@ -96,9 +112,6 @@ class DurationSketch:
             histogram.max_ms = max(histogram.max_ms, duration_ms)
         else:
             histogram.zeros += 1
-        if self.watermark is None or end_time > self.watermark:
-            self.watermark = end_time
-            self._expire()
 
     def _first_slice(self, watermark: float) -> int:
         return int((watermark - self.window_s) // self.slice_s) + 1
@@ -150,10 +163,12 @@ class DurationSketch:
         return histogram.max_ms
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per operation: count, errors, p50/p95/p99/max in ms over the window."""
+        """Per operation: count, errors, p50/p95/p99/max in ms over the window (operations ended by
+        their notification), and reconciled (closed from the API's answer, apart)."""
         out: dict[str, dict[str, Any]] = {}
         for operation, histogram in sorted(self.window().items()):
-            row: dict[str, Any] = {"count": histogram.count, "errors": histogram.errors}
+            row: dict[str, Any] = {"count": histogram.count, "errors": histogram.errors,
+                                   "reconciled": histogram.reconciled}
             for name, q in QUANTILES:
                 row[name] = round(self.quantile(histogram, q), 3)
             row["max_ms"] = round(histogram.max_ms, 3)

@@ -4,6 +4,7 @@ sent), and a screenshot is saved (.bench/dashboard.png). Chromium comes from `st
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import codec, observed
 from tests.support.eventually import eventually
 from tests.support.ports import free_port
-from tests.support.web_traffic import REPO, WorkerProcess, feed_mixed_fleet, get
+from tests.support.web_traffic import REPO, WorkerProcess, feed_mixed_fleet, get, produce, utc
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +94,16 @@ def shown_ms(value: float) -> float:
     return float(round(value)) if value >= 100 else round(value, 1)
 
 
+def observation(prefix: str, node: str, sent: dict) -> tuple[str, bytes, bytes]:
+    """The relay record of Ironic's answer for `node`: the deploy finished, the node active."""
+    answer = {"uuid": node, "power_state": sent["power_state"], "target_power_state": None,
+              "provision_state": "active", "target_provision_state": None, "maintenance": sent["maintenance"],
+              "updated_at": utc(20).isoformat()}
+    event = observed.observation("baremetal.node", node, answer, observed_at=utc(), about="browser-test",
+                                 source="ironic", topic_prefix=prefix)
+    return event["topic"], node.encode(), codec.encode_event(event)
+
+
 def test_dashboard_shows_what_the_api_says(tmp_path: Path, unique: str) -> None:
     prefix = f"webui{unique}."
     workers = [WorkerProcess(tmp_path, f"webui-{unique}", prefix, free_port(), *FLAGS, name=f"ui{i}").start()
@@ -149,6 +161,22 @@ def test_dashboard_shows_what_the_api_says(tmp_path: Path, unique: str) -> None:
             assert number(page.by_k[f"rate:{publisher}"]) == round(100 * row["rate"], 2)
         shown = [cells[0][1]["title"] for cells in page.rows["missing"]]
         assert shown == [o["resource_uuid"] for o in missing["operations"]] and len(shown) == 10
+
+        # five of the lost deploy ends answered by the API (pipeline reconcile's observations): the page
+        # shows those operations reconciled, apart from the ones that ended by notification
+        answered = [o["resource_uuid"] for o in missing["operations"][:5]]
+        asyncio.run(produce([observation(prefix, node, fleet.nodes[node]) for node in answered]))
+        eventually(lambda: get(url + "/api/summary")[1]["missing_ends"] == 15, 60, "five missing ends reconciled")
+        time.sleep(2.5)  # past the scan cache
+        stats = get(url + "/api/operations/stats")[1]
+        assert stats["operations"]["baremetal.node.provision_set"]["reconciled"] == 5
+        dom = headless(tmp_path, "--dump-dom", url + "/?refresh=600")
+        page = Page()
+        page.feed(dom.stdout)
+        for operation, row in stats["operations"].items():
+            assert int(page.by_k[f"reconciled:{operation}"]) == row["reconciled"], operation
+            assert int(page.by_k[f"count:{operation}"]) == row["count"], operation
+        assert int(page.by_id["missing-total"]) == 15
 
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shot = headless(tmp_path, f"--screenshot={SCREENSHOT}", "--window-size=1280,1100", url + "/?refresh=600")

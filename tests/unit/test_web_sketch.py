@@ -77,3 +77,18 @@ def test_memory_is_per_bucket_not_per_duration() -> None:
 
 def test_empty_sketch_has_no_stats() -> None:
     assert DurationSketch().stats() == {}
+
+
+def test_reconciled_operations_are_counted_apart_and_kept_out_of_the_durations() -> None:
+    sketch = DurationSketch(window_s=900, slice_s=60)
+    for i in range(10):
+        sketch.add("baremetal.node.power_set", 1000.0 + i, end_time=1_000_000.0 + i)
+    sketch.add("baremetal.node.power_set", 3_600_000.0, end_time=1_000_020.0, reconciled=True)  # an upper bound
+    row = sketch.stats()["baremetal.node.power_set"]
+    assert (row["count"], row["reconciled"], row["errors"]) == (10, 1, 0)
+    assert row["max_ms"] < 1100  # the reconciled hour is not a duration
+    other = DurationSketch(window_s=900, slice_s=60)
+    other.add("baremetal.node.power_set", 0.0, end_time=1_000_030.0, reconciled=True)
+    sketch.merge(other)
+    assert sketch.stats()["baremetal.node.power_set"]["reconciled"] == 2
+    assert DurationSketch.from_json(sketch.to_json()).stats() == sketch.stats()
