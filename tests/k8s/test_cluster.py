@@ -212,7 +212,7 @@ class Deployed:
         return mine[0]
 
     def wait_ready(self, timeout: float = 300) -> None:
-        for kind, name in (("statefulset", "pipeline-worker"), ("deployment", "pipeline-bridge")):
+        for kind, name, _ in WORKLOADS:
             try:
                 self.k8s.wait_ready(kind, name, self.namespace, timeout)
             except AssertionError as exc:
@@ -220,7 +220,7 @@ class Deployed:
 
     def detail(self) -> str:
         logs = ""
-        for component in ("bridge", "worker"):
+        for *_, component in WORKLOADS:
             try:
                 name = self.pod(component)["metadata"]["name"]
             except AssertionError:
@@ -229,9 +229,24 @@ class Deployed:
         return f"{self.k8s.describe(self.namespace)}\n{logs}"
 
 
+# every workload of the dev overlay: (kind, name, component); the test overlay patches each
+WORKLOADS = (("statefulset", "pipeline-worker", "worker"), ("deployment", "pipeline-bridge", "bridge"),
+             ("deployment", "pipeline-reconciler", "reconciler"))
+
+
+def test_the_node_test_runs_every_workload_of_the_dev_overlay() -> None:
+    rendered = {(w["kind"].lower(), w["metadata"]["name"]) for w in Rendered("dev", render("dev")).workloads()}
+    assert rendered == {(kind, name) for kind, name, _ in WORKLOADS}, "a new workload: add it to the node test"
+
+
 def write_test_overlay(tmp_path: Path, namespace: str, unique: str, volume: Path) -> Path:
     """kustomization.yaml of the test overlay over k8s/overlays/dev (module docstring)."""
-    web_port, metrics_port = free_port(), free_port()
+    web_port, metrics_port, reconcile_port = free_port(), free_port(), free_port()
+    # the OpenStack APIs the reconciler asks: a port where nothing listens (an outage), no Keystone
+    closed = free_port()
+    clouds = {"clouds": {"openstack": {"auth_type": "none",
+                                       "baremetal_endpoint_override": f"http://127.0.0.1:{closed}/",
+                                       "image_endpoint_override": f"http://127.0.0.1:{closed}/"}}}
     literals = {
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
         "AMQP_URL": "amqp://guest@127.0.0.1:5672/", "AMQP_QUEUE": f"node-{unique}",
@@ -239,6 +254,7 @@ def write_test_overlay(tmp_path: Path, namespace: str, unique: str, volume: Path
         "TOPIC_PREFIX": f"node{unique}.notifications.", "OUTPUT_TOPIC_PREFIX": f"node{unique}.pipeline.",
         "WORKER_APP_ID": f"node-{unique}", "BRIDGE_PRECREATE_TOPICS": "true", "WORKER_STORE": "rocksdb://",
         "WORKER_WEB_PORT": str(web_port), "BRIDGE_METRICS_PORT": str(metrics_port),
+        "RECONCILE_GROUP_ID": f"node-{unique}-reconcile",
     }
 
     def host_network(kind: str, name: str, port: int, *extra: dict) -> dict:
@@ -270,7 +286,9 @@ def write_test_overlay(tmp_path: Path, namespace: str, unique: str, volume: Path
             {"name": "pipeline-amqp", "literals": ["password=guest"]},
             {"name": "pipeline-bridge", "literals": ["password=unused-with-plaintext"]},
             {"name": "pipeline-worker", "literals": ["password=unused-with-plaintext"]},
+            {"name": "pipeline-reconciler", "literals": ["password=unused-with-plaintext"]},
             {"name": "my-cluster-cluster-ca-cert", "literals": ["ca.crt=unused-with-plaintext"]},
+            {"name": "pipeline-openstack", "literals": [f"clouds.yaml={yaml.safe_dump(clouds)}"]},
         ],
         "generatorOptions": {"disableNameSuffixHash": True},
         "patches": [
@@ -278,6 +296,12 @@ def write_test_overlay(tmp_path: Path, namespace: str, unique: str, volume: Path
                          {"op": "replace", "path": "/spec/strategy/rollingUpdate",
                           "value": {"maxSurge": 0, "maxUnavailable": 1}}),
             host_network("StatefulSet", "pipeline-worker", web_port),
+            host_network("Deployment", "pipeline-reconciler", reconcile_port),
+            # its port is set in the container's env, not in the settings
+            {"target": {"kind": "Deployment", "name": "pipeline-reconciler"}, "patch": yaml.safe_dump({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pipeline-reconciler"},
+                "spec": {"template": {"spec": {"containers": [{"name": "reconciler", "env": [
+                    {"name": "RECONCILE_METRICS_PORT", "value": str(reconcile_port)}]}]}}}})},
         ],
     }
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
@@ -315,7 +339,7 @@ def test_a_first_start_on_an_empty_volume_is_not_taken_for_an_unclean_stop(deplo
 
 
 def test_the_pods_are_ready_by_their_own_probes_and_a_fleet_goes_through(deployed: Deployed) -> None:
-    for component in ("bridge", "worker"):
+    for *_, component in WORKLOADS:
         pod = deployed.pod(component)
         conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
         assert conditions["Ready"] == "True", pod["status"]
