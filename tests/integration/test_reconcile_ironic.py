@@ -257,3 +257,73 @@ def test_a_throttling_api_and_a_reconciler_killed_mid_batch(unique: str, tmp_pat
             throttle.close()
         for topics in (prefix, out):
             asyncio.run(delete_topics(topics))
+
+
+@pytest.mark.integration
+def test_a_lost_image_upload_is_reconciled_from_glance(unique: str, tmp_path: Path) -> None:
+    """A real Glance 33 (tests/support/glance.py): two images uploaded, the `image.upload` notification
+    of one lost on the broker; after its missing_end the reconciler asks Glance, which says `active`:
+    that upload closes reconciled, the other closed by its notification stays as it was."""
+    from tests.support import glance as gl
+
+    venv = gl.install()
+    prefix, out = f"gla{unique}.notifications.", f"gla{unique}.pipeline."
+    source, target, queue = f"glance{unique}", f"glanceb{unique}", f"gla-{unique}"
+    glance = gl.Glance(venv, tmp_path, source)
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(f"clouds:\n  glance-test:\n    auth_type: none\n    image_endpoint_override: {glance.url}\n")
+    common = ["--topic-prefix", prefix, "--topic-partitions", "3"]
+    bridge = spawn("bridge", *common, "--amqp-queue", queue, "--amqp-binding", f"{target}:notifications.*",
+                   "--no-amqp-queue-durable", "--metrics-port", "0", "--heartbeat-interval", "1",
+                   log=tmp_path / "bridge.log")
+    worker = spawn("worker", *common, "--app-id", f"gla-{unique}", "--output-prefix", out, "--store", "memory://",
+                   "--no-web", "--lateness", "1", "--deadline", "image.upload=10", log=tmp_path / "worker.log")
+    procs = [bridge, worker]
+    lost_image: list[str] = []
+    try:
+        wait_for_queue(queue)
+        glance.start()
+        with ir.Dropper(source, target, lambda et, data: et == "image.upload" and data.get("id") in lost_image,
+                        topic="notifications") as dropper:
+            kept = glance.create("kept")
+            glance.put(kept, b"x" * 4096)
+            lost = glance.create("lost")
+            lost_image.append(lost)
+            glance.put(lost, b"y" * 4096)
+            eventually(lambda: len(dropper.lost) == 1, 30, "the relay lost the upload's end",
+                       detail=lambda: str(dropper.passed))
+
+            def alerted():
+                d = asyncio.run(derived(KAFKA, out))
+                return d if any(a["kind"] == "missing_end" for a in d.alerts.values()) else None
+
+            before = eventually(alerted, 90, "a missing_end for the lost upload",
+                                detail=lambda: (tmp_path / "worker.log").read_text()[-2000:])
+        assert [a["resource_uuid"] for a in before.alerts.values() if a["kind"] == "missing_end"] == [lost]
+        assert [op["resource_uuid"] for op in before.operations.values() if op["operation"] == "image.upload"] == [kept]
+
+        rec = spawn("reconcile", "--once", "--os-cloud", "glance-test", "--os-client-config-file", str(clouds),
+                    "--output-prefix", out, "--topic-prefix", prefix, "--metrics-port", "0",
+                    "--group-id", f"gla-rec-{unique}", log=tmp_path / "reconcile.log")
+        procs.append(rec)
+        assert rec.wait(120) == 0, (tmp_path / "reconcile.log").read_text()[-3000:]
+
+        def closed():
+            d = asyncio.run(derived(KAFKA, out))
+            return d if any(op["reconciled"] for op in d.operations.values()) else None
+
+        after = eventually(closed, 60, "the lost upload closed reconciled")
+        uploads = {op["resource_uuid"]: op for op in after.operations.values() if op["operation"] == "image.upload"}
+        assert set(uploads) == {kept, lost}
+        assert (uploads[lost]["reconciled"], uploads[lost]["outcome"], uploads[kept]["reconciled"]) == (True, "success", False)
+        assert glance.image(lost)["status"] == "active"
+        records = asyncio.run(read_topics(KAFKA, [f"{prefix}image"])).get(f"{prefix}image", [])
+        seen = [codec.decode_event(r.value) for r in records if header(r, "event_type") == b"pipeline.observed"]
+        assert [(e["resource_uuid"], e["payload"]["observation"]["source"], e["payload"]["status"]) for e in seen] == [
+            (lost, "glance", "active")]
+    finally:
+        stop(*procs)
+        glance.stop()
+        asyncio.run(delete_queues(queue))
+        for topics in (prefix, out):
+            asyncio.run(delete_topics(topics))

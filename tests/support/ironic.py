@@ -161,13 +161,19 @@ class Ironic:
             time.sleep(0.3)
 
 
+def _operation(event_type: str) -> str:
+    """The operation an event belongs to, for pairing a lost end with its start."""
+    return "image.upload" if event_type in ("image.prepare", "image.upload") else event_type.rsplit(".", 1)[0]
+
+
 class Dropper:
     """Ironic's exchange -> the bridge's, minus what `lose(event_type, data)` picks. Runs its own event
     loop in a thread; `lost` maps each lost end's message id to its node and its operation's start
     message id."""
 
-    def __init__(self, source_exchange: str, target_exchange: str, lose: Callable[[str, dict], bool]) -> None:
-        self.source, self.target, self.lose = source_exchange, target_exchange, lose
+    def __init__(self, source_exchange: str, target_exchange: str, lose: Callable[[str, dict], bool],
+                 topic: str = TOPIC) -> None:
+        self.source, self.target, self.lose, self.topic = source_exchange, target_exchange, lose, topic
         self.lost: dict[str, tuple[str, str]] = {}
         self.passed: list[str] = []  # event types relayed
         self._starts: dict[tuple[str, str], str] = {}  # (node, operation) -> the last start's message id
@@ -196,12 +202,13 @@ class Dropper:
 
     def _decide(self, body: bytes) -> bool:
         inner = json.loads(json.loads(body)["oslo.message"])
-        event_type, data = inner["event_type"], inner["payload"].get("ironic_object.data", {})
-        node, operation = data.get("uuid"), event_type.rsplit(".", 1)[0]
-        if event_type.endswith(".start"):
+        payload = inner["payload"] if isinstance(inner["payload"], dict) else {}
+        event_type, data = inner["event_type"], payload.get("ironic_object.data", payload)  # Ironic's, Glance's
+        node, operation = data.get("uuid") or data.get("id"), _operation(event_type)
+        if event_type.endswith(".start") or event_type == "image.prepare":
             self._starts[(node, operation)] = inner["message_id"]
         if self.lose(event_type, data):
-            if event_type.endswith(".end"):
+            if event_type.endswith(".end") or event_type == "image.upload":
                 self.lost[inner["message_id"]] = (node, self._starts.get((node, operation), ""))
             return False
         self.passed.append(event_type)
@@ -218,7 +225,7 @@ class Dropper:
             source = await channel.declare_exchange(self.source, aio_pika.ExchangeType.TOPIC, durable=False)
             target = await channel.get_exchange(self.target, ensure=True)
             queue = await channel.declare_queue(f"dropper-{self.source}", exclusive=True)
-            await queue.bind(source, f"{TOPIC}.*")
+            await queue.bind(source, f"{self.topic}.*")
 
             async def relay(message: Any) -> None:
                 async with message.process():
