@@ -5,7 +5,7 @@ A new user's first run once stalled (1 in 10 under load): the worker published a
 record and never the operation its end closed, burnt a core, and ignored SIGTERM. The cause was
 the producer's metadata (faust_patches.track_every_topic) and the group's first assignment made
 before faust's changelog topics showed in the metadata (topics.faust_topics): this test
-reproduced it in 4 of 32 starts before the fix.
+failed 9 of 72 starts before the fix (1 never published, 8 ignored SIGTERM; docs/faults.md).
 
 Each start (tests/support/fresh_starts.py): a worker on a new app id and new topics (RocksDB
 tables, an empty data dir), the relay topics created by the bridge's own topic creation at a random
