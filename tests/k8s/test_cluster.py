@@ -345,8 +345,10 @@ def test_the_pods_are_ready_by_their_own_probes_and_a_fleet_goes_through(deploye
         assert conditions["Ready"] == "True", pod["status"]
         (status,) = pod["status"]["containerStatuses"]
         assert status["restartCount"] == 0, f"{component} restarted:\n{deployed.detail()}"
-    worker_log = deployed.k8s.logs(deployed.pod("worker")["metadata"]["name"], deployed.namespace)
-    assert "Read-only file system" not in worker_log and "Permission denied" not in worker_log, worker_log[-3000:]
+    for *_, component in WORKLOADS:
+        log = deployed.k8s.logs(deployed.pod(component)["metadata"]["name"], deployed.namespace)
+        for trouble in ("Traceback", "Read-only file system", "Permission denied"):
+            assert trouble not in log, f"{component}: {trouble}\n{log[-3000:]}"
     fleet = power_fleet.Fleet(deployed.unique, 60)
     fleet.start()
     time.sleep(1)
