@@ -57,9 +57,15 @@ def _stop(procs: dict[str, subprocess.Popen]) -> None:
             proc.send_signal(signal.SIGTERM)
     simulate = procs.get("simulate")
     if simulate is not None and simulate.poll() is None:
-        # its first signal winds the fleet down at clock speed for minutes; a second stops it now
-        time.sleep(0.3)
-        simulate.send_signal(signal.SIGTERM)
+        # its first signal winds the fleet down at clock speed for minutes; a second, once the first
+        # was taken (signals do not queue), stops it now
+        log = LOGS / "simulate.log"
+        until = time.monotonic() + 3
+        while time.monotonic() < until and simulate.poll() is None and \
+                "Ctrl-C again to stop now" not in log.read_text(errors="replace")[-4000:]:
+            time.sleep(0.1)
+        if simulate.poll() is None:
+            simulate.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 30
     for name, proc in reversed(procs.items()):
         try:

@@ -83,8 +83,8 @@ def test_lost_ends_are_reconciled_from_ironic(unique: str, tmp_path: Path) -> No
                    "--no-amqp-queue-durable", "--metrics-port", "0", "--heartbeat-interval", "1",
                    log=tmp_path / "bridge.log")
     worker = spawn("worker", *common, "--app-id", f"rec-{unique}", "--output-prefix", out, "--store", "memory://",
-                   "--no-web", "--lateness", "1", "--orphan-grace", "5", "--deadline", f"{POWER}=15",
-                   "--deadline", f"{PROVISION}=15", log=tmp_path / "worker.log")
+                   "--no-web", "--lateness", "1", "--orphan-grace", "5", "--deadline", f"{POWER}=30",
+                   "--deadline", f"{PROVISION}=30", log=tmp_path / "worker.log")
     reconcilers: list = []
     losses = Losses()
     try:
@@ -277,7 +277,7 @@ def test_a_lost_image_upload_is_reconciled_from_glance(unique: str, tmp_path: Pa
                    "--no-amqp-queue-durable", "--metrics-port", "0", "--heartbeat-interval", "1",
                    log=tmp_path / "bridge.log")
     worker = spawn("worker", *common, "--app-id", f"gla-{unique}", "--output-prefix", out, "--store", "memory://",
-                   "--no-web", "--lateness", "1", "--deadline", "image.upload=10", log=tmp_path / "worker.log")
+                   "--no-web", "--lateness", "1", "--deadline", "image.upload=20", log=tmp_path / "worker.log")
     procs = [bridge, worker]
     lost_image: list[str] = []
     try:

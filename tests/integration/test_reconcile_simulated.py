@@ -56,8 +56,13 @@ def test_the_simulator_s_lost_ends_are_reconciled_live(unique: str, tmp_path: Pa
 
         eventually(reconciled, 150, "three operations reconciled from the simulator's API",
                    detail=lambda: (tmp_path / "reconcile.log").read_text()[-2000:], interval=2)
-        simulate.send_signal(signal.SIGTERM)  # winding down, then at once: the truth file is written
+        # the first signal winds the fleet down, a second (once the first was taken) stops it at once,
+        # and the truth file is written
         simulate.send_signal(signal.SIGTERM)
+        eventually(lambda: "Ctrl-C again to stop now" in (tmp_path / "simulate.log").read_text()
+                   or simulate.poll() is not None, 30, "the simulator winding down", interval=0.2)
+        if simulate.poll() is None:
+            simulate.send_signal(signal.SIGTERM)
         assert simulate.wait(60) in (0, 1), (tmp_path / "simulate.log").read_text()[-2000:]
 
         operations = {o["start_message_id"]: o for o in json.loads(truth.read_text())["operations"]}
