@@ -21,6 +21,7 @@ def k8s() -> Iterator[cluster.Cluster]:
     cluster.require_machine()
     image = cluster.image()
     with cluster.one_at_a_time():
+        kernel_before = cluster.kernel_settings()
         try:
             # down.sh runs however the start or the tests end (up.sh also runs it when a step fails)
             running = cluster.start_cluster(image)
@@ -28,5 +29,5 @@ def k8s() -> Iterator[cluster.Cluster]:
             yield running
         finally:
             cluster.stop_cluster()
-            left = cluster.leftovers()
+            left = cluster.leftovers(kernel_before)
             assert not left, "tests/k8s/cluster/down.sh left behind:\n" + "\n".join(left)

@@ -183,12 +183,23 @@ def stop_cluster() -> None:
     subprocess.run(["bash", str(CLUSTER / "down.sh")], timeout=300, check=False)
 
 
-def leftovers() -> list[str]:
+def _lib_names() -> dict[str, str]:
+    """The names tests/k8s/cluster/lib.sh sets (NAME=value lines, comments and quotes dropped)."""
+    return {name: value.split("#")[0].strip().strip('"') for line in (CLUSTER / "lib.sh").read_text().splitlines()
+            if "=" in line and not line.startswith("#") for name, value in [line.split("=", 1)]}
+
+
+def kernel_settings() -> dict[str, str]:
+    """The kernel settings the kubelet and the CNI bridge change, as they are now."""
+    return {name: Path("/proc/sys", *name.split(".")).read_text().strip()
+            for name in _lib_names()["KERNEL_SETTINGS"].split()}
+
+
+def leftovers(kernel_before: dict[str, str]) -> list[str]:
     """What of the cluster is still on the machine (after down.sh there should be nothing): its
-    state directory, processes, mounts, network namespaces, bridge, iptables chains, cgroups."""
-    names = dict(line.split("=", 1) for line in (CLUSTER / "lib.sh").read_text().splitlines()
-                 if "=" in line and not line.startswith("#"))
-    bridge, cgroup_root = names["BRIDGE"].split()[0], names["CGROUP_ROOT"].split()[0]
+    state directory, processes, mounts, bridge, iptables chains, cgroups, changed kernel settings."""
+    names = _lib_names()
+    bridge, cgroup_root = names["BRIDGE"], names["CGROUP_ROOT"]
     found = []
     if STATE_DIR.exists():
         found.append(f"{STATE_DIR} is still there")
@@ -203,6 +214,8 @@ def leftovers() -> list[str]:
     for table in ("filter", "nat", "mangle"):
         rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
         found += [f"iptables -t {table} {r}" for r in rules.splitlines() if "KUBE-" in r]
+    found += [f"kernel setting {name} = {now} (was {kernel_before[name]})"
+              for name, now in kernel_settings().items() if now != kernel_before[name]]
     return found
 
 

@@ -80,5 +80,10 @@ for hierarchy in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
     find "$root" -depth -type d -exec rmdir {} + 2>/dev/null
 done
 
+# the kernel settings the kubelet and the CNI bridge changed, as they were before up.sh
+if [[ -f $state/kernel-settings ]]; then
+    while IFS= read -r setting; do sysctl -q -w "$setting" 2>/dev/null; done <"$state/kernel-settings"
+fi
+
 rm -rf "$state"
 exit 0

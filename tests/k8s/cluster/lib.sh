@@ -9,3 +9,6 @@ ETCD_PORT=23790
 ETCD_PEER_PORT=23800
 APISERVER_PORT=6443
 SANDBOX_IMAGE=localhost/pipeline-k8s-pause:1
+# kernel settings the kubelet (its "kernel tunables") and the CNI bridge (ip_forward) change: up.sh
+# saves them and down.sh puts them back
+KERNEL_SETTINGS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward"

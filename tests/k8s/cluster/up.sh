@@ -42,6 +42,8 @@ if [[ -d $state ]]; then
     bash "$here/down.sh"
 fi
 bin=$(bash "$here/build.sh")
+mkdir -p "$state"
+for name in $KERNEL_SETTINGS; do echo "$name=$(sysctl -n "$name")"; done >"$state/kernel-settings"
 export PATH="$bin:$PATH"
 mkdir -p "$state"/{pki,log,pids,etcd,cni/net.d,kubelet,pod-logs,containerd/root,containerd/state}
 pki="$state/pki"
