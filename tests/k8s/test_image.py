@@ -26,9 +26,14 @@ REBUILD_WARNING = "did not stop cleanly"
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image() -> Iterator[str]:
     cluster.require_machine()
-    return cluster.image()
+    # podman's default network would leave a bridge and iptables chains on the machine: the
+    # containers use the host's network or none
+    bridge = Path("/sys/class/net/cni-podman0")
+    there_before = bridge.exists()
+    yield cluster.image()
+    assert there_before or not bridge.exists(), "a container of these tests used podman's default network"
 
 
 def grace_seconds(component: str) -> int:
@@ -61,14 +66,14 @@ def test_the_image_has_the_user_entrypoint_and_files_the_pods_expect(image: str)
         " 'data_owner': [os.stat('/data').st_uid, os.stat('/data').st_gid],"
         " 'leftovers': [p for p in ('/src', '/root/.cache/pip', '/tmp/pip') if os.path.exists(p)]}))"
     )
-    out = cluster.podman("run", "--rm", "--read-only", "--read-only-tmpfs=false", "--cap-drop", "ALL",
+    out = cluster.podman("run", "--rm", "--network", "none", "--read-only", "--read-only-tmpfs=false", "--cap-drop", "ALL",
                          "--entrypoint", "python", image, "-c", probe).stdout
     seen = json.loads(out)
     assert (seen["uid"], seen["gid"]) == (cluster.UID, cluster.UID)
     assert seen["avro"], "the Avro schemas are in PIPELINE_AVRO_DIR"
     assert seen["data_owner"] == [cluster.UID, cluster.UID], "a volume mounted at /data starts as the user's"
     assert seen["leftovers"] == [], "no build tree or pip cache in the runtime image"
-    help_out = cluster.podman("run", "--rm", "--read-only", "--read-only-tmpfs=false", image, "--help").stdout
+    help_out = cluster.podman("run", "--rm", "--network", "none", "--read-only", "--read-only-tmpfs=false", image, "--help").stdout
     assert "bridge" in help_out and "worker" in help_out
 
 
@@ -122,7 +127,7 @@ def written_outside_volumes(container: str) -> list[str]:
 def test_the_check_of_what_a_container_wrote_sees_a_write(image: str, unique: str) -> None:
     name = f"pipeline-test-{unique}-writer"
     try:
-        cluster.podman("run", "--name", name, "--user", "0", "--entrypoint", "python", image,
+        cluster.podman("run", "--name", name, "--network", "none", "--user", "0", "--entrypoint", "python", image,
                        "-c", "open('/opt/written', 'w').write('x')")
         assert "A /opt/written" in written_outside_volumes(name)
     finally:
@@ -183,7 +188,7 @@ def test_a_fleet_through_the_read_only_containers_and_sigterm_stops_each(
         # the root filesystem is read-only: a write outside the volumes would have failed loudly
         assert container.diff() == [], f"{container.name} changed its root filesystem"
         assert "Read-only file system" not in container.logs(), container.logs()[-3000:]
-    tables = cluster.podman("run", "--rm", "-v", f"{names['volume']}:/data", "--entrypoint", "find", image,
+    tables = cluster.podman("run", "--rm", "--network", "none", "-v", f"{names['volume']}:/data", "--entrypoint", "find", image,
                             "/data", "-maxdepth", "2").stdout
     assert names["app"] in tables, f"the worker's tables are on its volume:\n{tables}"
 
