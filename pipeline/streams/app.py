@@ -25,65 +25,14 @@ from typing import Any, Protocol
 
 import faust
 
-from ..config import default_of
 from . import faust_patches
-from .command import SETTINGS
-from .models import Settings
-from .topics import Topics
+from .settings import WorkerSettings
 
 __all__ = ["Metrics", "Recent", "Reporter", "Runtime", "WorkerSettings", "create_app"]
 
 log = logging.getLogger("pipeline.worker")
 
 COUNTS = ("started", "ended", "errors", "missing", "late", "orphaned", "superseded")
-
-
-def _default(flag: str) -> Any:
-    return default_of(SETTINGS, flag)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """What `pipeline worker` runs with; the defaults are the flags' (streams/command.py)."""
-
-    machine: Settings = field(default_factory=Settings)
-    app_id: str = _default("--app-id")
-    bootstrap_servers: tuple[str, ...] = tuple(_default("--kafka-bootstrap-servers").split(","))
-    kafka: Mapping[str, Any] = field(default_factory=dict)  # config.kafka_client_kwargs: TLS/SASL
-    topic_prefix: str = _default("--topic-prefix")
-    output_prefix: str = _default("--output-prefix")
-    partitions: int = _default("--topic-partitions")
-    replication: int = _default("--replication")
-    value_format: str = _default("--value-format")
-    avro_framing: str = _default("--avro-framing")
-    store: str = _default("--store")
-    data_dir: str = _default("--data-dir")
-    web_enabled: bool = not _default("--no-web")
-    web_host: str = _default("--web-host")
-    web_port: int = _default("--web-port")
-    web_bind: str = _default("--web-bind")
-    lateness_s: float = _default("--lateness")  # the watermark trails the newest event time by this much
-    replay_guard_s: float = _default("--replay-guard")  # how far back an output partition is re-read on assignment
-    rocksdb_cache_mb: int = _default("--rocksdb-cache-mb")  # block cache per partition database
-    rocksdb_write_buffer_mb: int = 16
-    session_timeout_s: float = _default("--session-timeout")  # a worker that died without leaving is replaced after this
-    group_instance_id: str | None = None  # static membership: a restart takes its place at once
-    batch_size: int = _default("--batch-size")  # relay records per batch of the agent's body, at most
-    fetch_partition_mb: int = _default("--fetch-partition-mb")  # one partition's most in one fetch request
-    fetch_min_kb: int = _default("--fetch-min-kb")  # a fetch is answered once this much is there ...
-    fetch_wait_ms: int = _default("--fetch-wait-ms")  # ... or this long has passed
-    stop_timeout_s: float = _default("--stop-timeout")  # a clean stop longer than this is cut short
-    stall_timeout_s: float = _default("--stall-timeout")  # no progress while records wait: a stall (0 = off)
-    stop_after: int = _default("--stop-after")  # exit once this many relay records were read (benchmarks); 0 = never
-    loglevel: str = _default("--loglevel")
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """aiokafka client arguments (admin, the replay guard's consumer)."""
-        return {**self.kafka, "bootstrap_servers": list(self.bootstrap_servers)}
-
-    @property
-    def topics(self) -> Topics:
-        return Topics.named(self.topic_prefix, self.output_prefix)
 
 
 @dataclass(slots=True)
