@@ -18,6 +18,7 @@ from .. import codec, observed
 from ..config import ConfigError
 from .api import Failed
 from .jobs import Job
+from .metrics import DRIFT, SWEEPS
 
 if TYPE_CHECKING:
     from .service import Reconciler
@@ -114,7 +115,6 @@ async def sweep_once(rc: Reconciler, table: NodeStates) -> tuple[int, int] | Non
 
 
 async def sweep_forever(rc: Reconciler) -> None:
-    from .service import DRIFT, SWEEPS
 
     table = NodeStates(rc.s.node_state_topic, rc.s.client)
     try:

@@ -142,11 +142,11 @@ def _reconciler_names() -> set[str]:
     tests/integration/test_reconcile_ironic.py, not here): their names as /metrics gives them."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from pipeline.reconcile import service
+    from pipeline.reconcile import metrics
 
     registry = CollectorRegistry()
-    for metric in (service.REQUESTS, service.LATENCY, service.OBSERVATIONS, service.PENDING, service.DRIFT,
-                   service.SWEEPS, service.BUILD_INFO):
+    for metric in (metrics.REQUESTS, metrics.LATENCY, metrics.OBSERVATIONS, metrics.PENDING, metrics.DRIFT,
+                   metrics.SWEEPS, metrics.BUILD_INFO):
         registry.register(metric)
     return exported_names(generate_latest(registry).decode())
 
