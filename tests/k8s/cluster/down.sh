@@ -54,6 +54,11 @@ for netns in /run/netns/"$NETNS_PREFIX"*; do
 done
 
 ip link delete "$BRIDGE" >/dev/null 2>&1
+# the folders containerd's shims and libcni make outside the state directory, when empty (a
+# containerd of the machine's own would keep its files there)
+for dir in /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd/s /run/containerd /var/lib/cni/results; do
+    rmdir "$dir" 2>/dev/null
+done
 # the kubelet's chains (KUBE-FIREWALL drops traffic to 127/8 that does not come from loopback)
 for tool in iptables ip6tables; do
     command -v "$tool" >/dev/null || continue
