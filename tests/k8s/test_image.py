@@ -22,6 +22,9 @@ from tests.support.k8s import Rendered, render
 from tests.support.oslo_rabbit import wait_for_queue
 from tests.support.ports import free_port
 
+# With the brokers' tests: building the image is no quick unit test (`make unit` leaves it out).
+pytestmark = pytest.mark.integration
+
 REBUILD_WARNING = "did not stop cleanly"
 
 
@@ -152,7 +155,6 @@ def names(unique: str) -> Iterator[dict[str, str]]:
         run_async(delete_topics(prefix))
 
 
-@pytest.mark.integration
 def test_a_fleet_through_the_read_only_containers_and_sigterm_stops_each(
         image: str, names: dict[str, str], unique: str, tmp_path: Path) -> None:
     web_port, metrics_port = free_port(), free_port()
