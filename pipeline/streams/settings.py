@@ -84,11 +84,12 @@ SETTINGS: tuple[Group, ...] = (
         Setting("--fetch-min-kb", "WORKER_FETCH_MIN_KB",
                 "the broker answers a fetch once this much is there, or after --fetch-wait-ms, KB; 0 = as soon as one "
                 "record is (faust's). Under a trickle fewer, fuller fetches cost the worker and the broker far less "
-                "CPU (at 300 events/s: 0.50 -> 0.18 of a core with 64), for up to --fetch-wait-ms more latency",
-                0, int),
+                "CPU (at 300 events/s: 0.50 -> 0.18 of a core with 64), for up to --fetch-wait-ms more latency; an "
+                "idle worker fetches every --fetch-wait-ms instead of every 500 ms",
+                64, int),
         Setting("--fetch-wait-ms", "WORKER_FETCH_WAIT_MS",
                 "with --fetch-min-kb: the longest the broker holds a fetch, ms (the most a record waits at a trickle)",
-                50, int),
+                40, int),
         Setting("--replay-guard", "REPLAY_GUARD",
                 "on assignment, re-read this much (s before the newest record) of each output partition so a replay "
                 "does not publish twice; 0 = off", 30.0, float),

@@ -51,9 +51,19 @@ def test_the_consumer_faust_creates_drains_inline(rt) -> None:
     assert consumer._pipeline_rewinds_uncommitted
 
 
-async def test_the_kafka_consumer_faust_creates_keeps_faust_s_fetch_unless_asked(rt) -> None:
-    """By default (--fetch-min-kb 0) the consumer is faust's: answered as soon as one record is there."""
+async def test_the_kafka_consumer_faust_creates_fetches_in_rounds_unless_told_not_to(rt) -> None:
+    """By default a fetch is answered at 64 KB or after 40 ms; with --fetch-min-kb 0 the consumer is
+    faust's, answered as soon as one record is there."""
+    import dataclasses
+    import uuid
+
+    from pipeline.streams.app import create_app
+
     kafka = rt.app.consumer._thread._create_worker_consumer(rt.app.transport)
+    assert (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms) == (64 * 1024, 40)
+    faust_s = create_app(dataclasses.replace(rt.settings, app_id=f"unit-{uuid.uuid4().hex[:8]}", fetch_min_kb=0), 1)
+    faust_s.app.finalize()
+    kafka = faust_s.app.consumer._thread._create_worker_consumer(faust_s.app.transport)
     assert (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms) == (1, 1500)
 
 

@@ -34,9 +34,9 @@ def fetch_in_rounds(min_bytes: int, max_wait_ms: int) -> Callable[[Any], None]:
     and the next one goes out at once: encoding and decoding a request and a response for every
     partition, a wake of the event loop, and the broker's work for each. At 300 events/s the worker
     used 0.50 of a core (1.7 ms per record, against 0.18 ms under a backlog) and the broker 0.36;
-    with 64 KB or 50 ms, 0.18 and 0.24. A backlog is unchanged: its fetches fill at once. Off by
-    default (--fetch-min-kb 0): at 1,000/s it saved a quarter of the worker's CPU, but the p50 rose
-    by about 25 ms and the p99 was no better (docs/performance.md).
+    with 64 KB or 50 ms, 0.18 and 0.24. A backlog is unchanged: its fetches fill at once. On by
+    default since the targets became CPU per event at a fleet's rates (64 KB or 40 ms; at 1,000/s
+    it saved a quarter of the worker's CPU for about 25 ms more p50, docs/performance.md).
     Can go: if faust gains a fetch_min_bytes setting (none as of 0.15.3, no issue filed); it sets
     the attributes aiokafka's `AIOKafkaConsumer.start` hands to its fetcher, so re-check that
     method on every aiokafka upgrade (`PATCHED_SOURCES`).
