@@ -230,11 +230,11 @@ def _on_assignment(rt: Any, processor: Processor, sources: set[str], first_offse
         # agent during the recovery that follows widens faust-streaming#596 (records skipped)
         try:
             await faust_patches.track_every_topic(faust_patches.aiokafka_producer(app), produced)  # before records flow
-            for p in sorted(partitions):
-                try:
-                    await processor.load_guard(p)
-                except Exception as exc:  # noqa: BLE001 - the guard only saves duplicates
-                    log.warning("partition %d: output tail not read (%s); a replay may publish copies", p, exc)
+            try:
+                await processor.load_guards(sorted(partitions))
+            except Exception as exc:  # noqa: BLE001 - the guard only saves duplicates
+                log.warning("partitions %s: output tails not read (%s); a replay may publish copies",
+                            sorted(partitions), exc)
         finally:
             guards_read.set()
 
