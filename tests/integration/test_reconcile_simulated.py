@@ -15,7 +15,7 @@ import pytest
 from tests.support.bridge import delete_topics
 from tests.support.eventually import eventually
 from tests.support.faults import derived, topics_starting
-from tests.support.ironic import free_port
+from tests.support.ports import free_port
 from tests.support.processes import spawn, stop
 
 KAFKA = "127.0.0.1:9092"

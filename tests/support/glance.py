@@ -7,12 +7,12 @@ oslo.messaging, on an exchange of the test's own."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import requests
 
-from tests.support.ironic import ROOT, free_port
+from tests.support import openstack_service
+from tests.support.openstack_service import ApiProcess
 
 CONF = """[DEFAULT]
 transport_url = rabbit://guest:guest@127.0.0.1:5672/
@@ -48,18 +48,15 @@ make_server("127.0.0.1", int(sys.argv[1]), wsgi_app.init_app(), handler_class=Qu
 
 
 def install() -> Path:
-    done = subprocess.run(["bash", str(ROOT / "stack" / "openstack.sh"), "glance"], capture_output=True, text=True,
-                          timeout=900)
-    if done.returncode != 0:
-        raise AssertionError(f"Glance could not be installed from PyPI:\n{done.stderr[-3000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
+    return openstack_service.install("glance")
 
 
-class Glance:
+class Glance(ApiProcess):
+    name = "Glance"
+    probe = "/v2/images"
+
     def __init__(self, venv: Path, workdir: Path, exchange: str) -> None:
-        self.venv, self.workdir = venv, workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(venv, workdir)
         (workdir / "images").mkdir(exist_ok=True)
         paste = workdir / "glance-api-paste.ini"
         paste.write_text((venv / "etc" / "glance" / "glance-api-paste.ini").read_text())
@@ -67,37 +64,12 @@ class Glance:
                                                              images=workdir / "images", paste=paste))
         subprocess.run([str(venv / "bin" / "glance-manage"), "--config-file", str(workdir / "glance-api.conf"),
                         "db_sync"], check=True, capture_output=True, timeout=300)
-        self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120) -> None:
-        log = (self.workdir / "glance.log").open("ab")
-        self.proc = subprocess.Popen([str(self.venv / "bin" / "python"), "-c", SERVE, str(self.port)],
-                                     env={"OS_GLANCE_CONFIG_DIR": str(self.workdir), "PATH": "/usr/bin:/bin"},
-                                     stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"Glance exited: {self.log()[-3000:]}"
-            try:
-                if requests.get(f"{self.url}/v2/images", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"Glance's API did not answer within {timeout} s: {self.log()[-3000:]}")
+    def command(self) -> list[str]:
+        return [str(self.venv / "bin" / "python"), "-c", SERVE, str(self.port)]
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-
-    def log(self) -> str:
-        path = self.workdir / "glance.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    def environment(self) -> dict[str, str]:
+        return {"OS_GLANCE_CONFIG_DIR": str(self.workdir), "PATH": "/usr/bin:/bin"}
 
     def create(self, name: str) -> str:
         r = requests.post(f"{self.url}/v2/images", json={"name": name, "disk_format": "raw", "container_format": "bare"},

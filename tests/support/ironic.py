@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -22,25 +20,16 @@ from typing import Any
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import openstack_service
+from tests.support.openstack_service import ApiProcess
+
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 TOPIC = "ironic_versioned_notifications"
 MICROVERSION = "1.80"
 
 
 def install() -> Path:
-    """The Ironic virtualenv, installed on first use; the installer's own error when it fails."""
-    done = subprocess.run(["bash", str(ROOT / "stack" / "openstack.sh"), "ironic"], capture_output=True, text=True,
-                          timeout=900)
-    if done.returncode != 0:
-        raise AssertionError(f"Ironic could not be installed from PyPI:\n{done.stderr[-3000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return openstack_service.install("ironic")
 
 
 CONF = """[DEFAULT]
@@ -82,48 +71,23 @@ inspect_delay = 1
 """
 
 
-class Ironic:
+class Ironic(ApiProcess):
     """The Ironic process; `start()` again after `stop()` reuses its database."""
 
+    name = "Ironic"
+    probe = "/v1"
+
     def __init__(self, venv: Path, workdir: Path, exchange: str) -> None:
-        self.venv, self.workdir, self.exchange = venv, workdir, exchange
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(venv, workdir)
+        self.exchange = exchange
         self.conf = workdir / "ironic.conf"
         self.conf.write_text(CONF.format(host=f"test-{exchange}", exchange=exchange, topic=TOPIC, port=self.port,
                                          db=workdir / "ironic.sqlite"))
         subprocess.run([str(venv / "bin" / "ironic-dbsync"), "--config-file", str(self.conf), "create_schema"],
                        check=True, capture_output=True, timeout=300)
-        self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120) -> None:
-        log = (self.workdir / "ironic.log").open("ab")
-        self.proc = subprocess.Popen([str(self.venv / "bin" / "ironic"), "--config-file", str(self.conf)],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"Ironic exited: {self.log()[-3000:]}"
-            try:
-                if requests.get(f"{self.url}/v1", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"Ironic's API did not answer within {timeout} s: {self.log()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-
-    def log(self) -> str:
-        path = self.workdir / "ironic.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    def command(self) -> list[str]:
+        return [str(self.venv / "bin" / "ironic"), "--config-file", str(self.conf)]
 
     def clouds_yaml(self, path: Path, cloud: str = "ironic-test") -> Path:
         path.write_text(f"clouds:\n  {cloud}:\n    auth_type: none\n    baremetal_endpoint_override: {self.url}\n")

@@ -198,7 +198,7 @@ def test_nodes_are_paged_with_a_marker(server, tmp_path) -> None:
 
 
 def test_an_api_that_does_not_listen_is_unreachable(tmp_path) -> None:
-    from tests.support.ironic import free_port
+    from tests.support.ports import free_port
 
     with pytest.raises(api_mod.Failed) as failed:
         _api(f"http://127.0.0.1:{free_port()}", tmp_path).get("baremetal.node", NODE)

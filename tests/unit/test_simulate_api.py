@@ -11,7 +11,7 @@ from pipeline import observed
 from pipeline.reconcile import api as api_mod
 from pipeline.simulate.api import serve
 from pipeline.simulate.fleet import Fleet
-from tests.support.ironic import free_port
+from tests.support.ports import free_port
 
 
 async def test_it_answers_what_the_fleet_knows(tmp_path: Path) -> None:
