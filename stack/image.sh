@@ -78,8 +78,12 @@ if [[ -f $ca ]]; then
     build_mounts=(-v "$ca:/etc/ssl/certs/host-ca-bundle.crt:ro" -v "$conf_dir/pip.conf:/etc/pip.conf:ro")
 fi
 say "building $image from $root/Dockerfile"
+build_started=$(date +%s)
 podman build --pull=never --network host "${ulimits[@]}" "${build_mounts[@]}" \
     --layers -t "$image" -f "$root/Dockerfile" "$root" >&2 \
     || die "podman build failed (above)"
+# the images earlier builds left untagged (the last image and its build stage): this build's
+# layers stay, as the cache of the next
+podman image prune -f --filter "until=$build_started" >/dev/null
 say "$image: $(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}') in $((SECONDS - started)) s"
 echo "$image"
