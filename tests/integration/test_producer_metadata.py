@@ -29,9 +29,10 @@ async def _create(name: str) -> None:
         await admin.close()
 
 
-async def _after_a_late_topic(patched: bool) -> tuple[set | None, bool]:
+async def _after_a_late_topic(patched: bool) -> tuple[set | None, bool, bool]:
     """Send to a known topic, then to one created afterwards, then refresh: is the first one
-    still in the metadata, and can a record still be sent to it within 10 s?"""
+    still in the metadata, can a record still be sent to it within 10 s, and is it among the topics
+    the client asks the cluster about?"""
     tag = uuid.uuid4().hex[:10]
     early, late = f"pmeta-{tag}-early", f"pmeta-{tag}-late"
     await _create(early)
@@ -44,6 +45,7 @@ async def _after_a_late_topic(patched: bool) -> tuple[set | None, bool]:
         await producer.send_and_wait(early, b"1", partition=0)
         await _create(late)
         await producer.send_and_wait(late, b"2", partition=0)
+        tracked = early in producer.client._topics  # what every later refresh asks for
         await producer.client.force_metadata_update()
         known = producer.client.cluster.partitions_for_topic(early)
         fut = await producer.send(early, b"3", partition=1) if known else None
@@ -51,7 +53,7 @@ async def _after_a_late_topic(patched: bool) -> tuple[set | None, bool]:
             delivered = fut is not None and bool(await asyncio.wait_for(fut, 10))
         except TimeoutError:
             delivered = False
-        return known, delivered
+        return known, delivered, tracked
     finally:
         try:
             await asyncio.wait_for(producer.stop(), 15)  # a stuck batch would hold its flush
@@ -60,11 +62,15 @@ async def _after_a_late_topic(patched: bool) -> tuple[set | None, bool]:
 
 
 def test_a_late_topic_drops_the_others_from_aiokafkas_metadata() -> None:
-    """The defect itself, so that this fails once aiokafka fixes it (then the patch can go)."""
-    known, _ = asyncio.run(_after_a_late_topic(patched=False))
-    assert known is None
+    """The defect itself, so that this fails once aiokafka fixes it (then the patch can go): the
+    first topic is not tracked, so refreshes leave it out. Whether the refresh right after has
+    already dropped it is a race (an update under way when it is asked for answers it, and that
+    one may still cover every topic: seen once under load in `make test`), so only the cause is
+    asserted, not its timing."""
+    _, _, tracked = asyncio.run(_after_a_late_topic(patched=False))
+    assert not tracked
 
 
 def test_with_the_patch_every_topic_stays_known_and_sendable() -> None:
-    known, delivered = asyncio.run(_after_a_late_topic(patched=True))
-    assert known == {0, 1} and delivered
+    known, delivered, tracked = asyncio.run(_after_a_late_topic(patched=True))
+    assert tracked and known == {0, 1} and delivered
