@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.test_web_readyz_recovery import PARTITIONS, state_records
+from tests.integration.test_web_readyz_recovery import PARTITIONS, state_records, write_changelog
 from tests.support.ports import free_port
-from tests.support.web_traffic import KAFKA, WorkerProcess, get
+from tests.support.web_traffic import WorkerProcess, get
 
 pytestmark = pytest.mark.integration
 
@@ -41,33 +41,6 @@ def changelog(prefix: str) -> tuple[list[tuple[bytes, bytes | None, int]], dict[
         else:
             table[key] = value
     return records, table
-
-
-async def write(topic: str, records: list[tuple[bytes, bytes | None, int]]) -> dict[int, int]:
-    """Write the records in order; returns each partition's end offset."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA.split(","))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"})])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA.split(","), linger_ms=20, max_batch_size=512 * 1024)
-    await producer.start()
-    try:
-        pending = [await producer.send(topic, value=value, key=key, partition=p) for key, value, p in records]
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA.split(","))
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
-    finally:
-        await consumer.stop()
-    return {tp.partition: offset for tp, offset in ends.items()}
 
 
 def read_tables(data_dir: Path, app_id: str) -> tuple[dict[bytes, bytes], dict[int, int]]:
@@ -131,10 +104,20 @@ def kill_while_recovering(worker: WorkerProcess, after_s: float, timeout: float 
     raise AssertionError(f"never saw a recovery: {worker.log_tail()}")
 
 
+def serves_every_node(proc: WorkerProcess, nodes: int) -> None:
+    """Once ready, the started worker's summary counts every node of the table; then it stops."""
+    try:
+        ready(proc)
+        status, summary, _ = get(proc.url + "/api/summary", timeout=60)
+        assert status == 200 and summary["nodes"]["total"] == nodes
+    finally:
+        proc.stop()
+
+
 def test_a_bulk_restore_killed_midway_ends_with_the_changelog_s_table(tmp_path: Path, unique: str) -> None:
     app_id, prefix = f"bulk-{unique}", f"bulk{unique}."
     records, expected = changelog(prefix)
-    ends = asyncio.run(write(f"{app_id}-resources-changelog", records))
+    ends = asyncio.run(write_changelog(f"{app_id}-resources-changelog", records))
     rocks = ("--store", "rocksdb://")
     port = free_port()
 
@@ -157,20 +140,9 @@ def test_a_bulk_restore_killed_midway_ends_with_the_changelog_s_table(tmp_path: 
     assert persisted == {p: end - 1 for p, end in ends.items() if end}
     print(f"{len(records):,} changelog records, {len(expected):,} rows; killed while recovering: {killed_midway}")
 
-    kept = worker("kept", *rocks)  # the data dir kept: nothing left to restore, same table
-    try:
-        ready(kept)
-        status, summary, _ = get(kept.url + "/api/summary", timeout=60)
-        assert status == 200 and summary["nodes"]["total"] == len(expected)
-    finally:
-        kept.stop()
+    serves_every_node(worker("kept", *rocks), len(expected))  # the data dir kept: nothing left to restore
     assert read_tables(tmp_path / "data", app_id)[0] == expected
 
     faust_s = WorkerProcess(tmp_path, app_id, prefix, free_port(), name="faust-recovery")  # memory://
     faust_s.start()
-    try:
-        ready(faust_s)
-        status, summary, _ = get(faust_s.url + "/api/summary", timeout=60)
-        assert status == 200 and summary["nodes"]["total"] == len(expected)
-    finally:
-        faust_s.stop()
+    serves_every_node(faust_s, len(expected))

@@ -48,8 +48,10 @@ def state_records(prefix: str) -> list[tuple[bytes, bytes, int]]:
     return records
 
 
-async def write_changelog(topic: str, records: list[tuple[bytes, bytes, int]]) -> None:
-    from aiokafka import AIOKafkaProducer
+async def write_changelog(topic: str, records: list[tuple[bytes, bytes | None, int]]) -> dict[int, int]:
+    """A compacted topic with the records written in order (None: a tombstone); returns each
+    partition's end offset."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA.split(","))
@@ -65,6 +67,13 @@ async def write_changelog(topic: str, records: list[tuple[bytes, bytes, int]]) -
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA.split(","))
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
 
 
 def test_readyz_503_while_recovering_then_200(tmp_path: Path, unique: str) -> None:
