@@ -27,6 +27,7 @@ import faust
 
 from . import faust_patches
 from .settings import WorkerSettings
+from .topics import LOSS_TABLE, RESOURCES_TABLE
 
 __all__ = ["Metrics", "Recent", "Reporter", "Runtime", "WorkerSettings", "create_app"]
 
@@ -117,11 +118,11 @@ class Runtime:
                 "max_write_buffer_number": 2,
             }
         self.resources = app.Table(
-            "resources", key_type=bytes, value_type=bytes, partitions=partitions, options=options,
+            RESOURCES_TABLE, key_type=bytes, value_type=bytes, partitions=partitions, options=options,
             help="resource UUID -> dedup memory, open operations, node state",
         )
         self.loss = app.Table(
-            "loss", key_type=bytes, value_type=bytes, partitions=partitions, options=options,
+            LOSS_TABLE, key_type=bytes, value_type=bytes, partitions=partitions, options=options,
             help="partition|publisher|operation -> operation counts",
         )
         self.source = app.topic(  # raw bytes keys and values, decoded by nobody (faust_patches.decode)

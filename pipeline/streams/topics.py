@@ -25,9 +25,10 @@ from ..config import ConfigError
 
 log = logging.getLogger("pipeline.worker")
 
-__all__ = ["TABLES", "Topics", "ensure", "faust_topics", "source_families"]
+__all__ = ["LOSS_TABLE", "RESOURCES_TABLE", "TABLES", "Topics", "ensure", "faust_topics", "source_families"]
 
-TABLES = ("resources", "loss")  # the worker's faust tables (app.py); their changelogs are created here
+RESOURCES_TABLE, LOSS_TABLE = "resources", "loss"  # the worker's faust tables (app.py names them so)
+TABLES = (RESOURCES_TABLE, LOSS_TABLE)  # their changelogs are created here
 
 
 def source_families() -> tuple[str, ...]:
