@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from tests.support import openstack_service
-from tests.support.openstack_service import ApiProcess
+from tests.support.openstack_service import ApiProcess, send_reply
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 TOPIC = "ironic_versioned_notifications"
@@ -220,12 +220,7 @@ class Throttle:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 status, headers, body = proxy.answer(self.path, dict(self.headers))
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_reply(self, status, headers, body)
 
             def log_message(self, *args: Any) -> None:
                 pass

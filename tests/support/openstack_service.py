@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -70,3 +71,13 @@ class ApiProcess:
     def log(self) -> str:
         path = self.workdir / f"{self.name.lower()}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+def send_reply(handler: Any, status: int, headers: dict[str, str], body: bytes) -> None:
+    """An http.server handler's whole answer: status, headers, length, body (the stand-in APIs')."""
+    handler.send_response(status)
+    for k, v in headers.items():
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

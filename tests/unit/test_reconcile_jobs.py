@@ -18,6 +18,7 @@ from pipeline.config import ConfigError
 from pipeline.reconcile import api as api_mod
 from pipeline.reconcile import jobs
 from tests.support import scripted as s
+from tests.support.openstack_service import send_reply
 
 NODE = str(uuid.uuid4())
 T = 1_800_000_000.0
@@ -124,12 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
             status, headers, body = self.replies[0] if len(self.replies) == 1 else self.replies.pop(0)
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_reply(self, status, headers, body)
 
     def log_message(self, *args) -> None:
         pass
