@@ -88,6 +88,10 @@ SETTINGS: tuple[Group, ...] = (
                 False, kind="toggle"),
         Setting("--amqp-prefetch", "AMQP_PREFETCH",
                 "unacked deliveries RabbitMQ sends at most; bounds the bridge's memory", 1000, int),
+        Setting("--amqp-intake-ms", "AMQP_INTAKE_MS",
+                "after a delivery, leave RabbitMQ's socket unread this long, ms, so the deliveries that follow are "
+                "read, relayed and acked together: at 100 events/s far less CPU per event, for up to this much "
+                "latency; 0 = read each at once", 10.0, float),
     )),
     Group("oslo Kafka source", (
         Setting("--oslo-kafka-group", "OSLO_KAFKA_GROUP", "consumer group on oslo's Kafka topics", "kafka-bridge"),
@@ -127,8 +131,9 @@ def settings_from_args(args: argparse.Namespace) -> BridgeSettings:
     for name in ("topic_partitions", "topic_replication_factor", "amqp_prefetch", "max_in_flight",
                  "kafka_max_batch_bytes", "kafka_max_request_bytes", "shutdown_timeout"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
-    if args.kafka_linger_ms < 0:
-        raise ConfigError(f"--kafka-linger-ms must not be negative, not {args.kafka_linger_ms}")
+    for name in ("kafka_linger_ms", "amqp_intake_ms"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must not be negative, not {getattr(args, name)}")
     if not 0 <= args.metrics_port < 65536:
         raise ConfigError(f"--metrics-port {args.metrics_port} is not a port")
     sink_mod.check_compression(args.kafka_compression)
@@ -198,6 +203,7 @@ def source_from_args(args: argparse.Namespace, settings: BridgeSettings) -> Sour
             url=connect["url"], ssl_context=connect.get("ssl_context"), queue=args.amqp_queue, bindings=bindings,
             exchange_durable=args.amqp_exchange_durable, queue_durable=args.amqp_queue_durable,
             queue_type=args.amqp_queue_type, passive=args.amqp_passive, prefetch=args.amqp_prefetch,
+            intake_ms=args.amqp_intake_ms,
         ))
     if spec == "-":
         return LinesSource("-", settings.max_body_bytes)

@@ -21,6 +21,8 @@ from pipeline.config import ConfigError, mask_url
 from .. import metrics
 from ..sink import _one_line
 from .base import Delivery, InOrder
+from .intake import Intake, PacedTransports
+from .intake import connect as paced_connect
 
 log = logging.getLogger("pipeline.bridge")
 
@@ -44,6 +46,7 @@ class AmqpSettings:
     prefetch: int = 1000
     queue_arguments: dict = field(default_factory=dict)
     ssl_context: ssl.SSLContext | None = None  # for amqps://
+    intake_ms: float = 10.0  # reading paused this long after a delivery (intake.Intake)
 
 
 def parse_binding(text: str) -> tuple[str, str]:
@@ -57,11 +60,12 @@ class _Inbox:
     """Messages the channel handed over and the relay has not taken yet. The consuming loop sleeps
     on `wait()` while it is empty; a message, the channel closing or stop() wakes it."""
 
-    __slots__ = ("messages", "waiter")
+    __slots__ = ("messages", "waiter", "intake")
 
-    def __init__(self) -> None:
+    def __init__(self, intake: Intake) -> None:
         self.messages: collections.deque[DeliveredMessage] = collections.deque()
         self.waiter: asyncio.Future | None = None
+        self.intake = intake
 
     def wake(self, _: object = None) -> None:
         fut = self.waiter
@@ -70,6 +74,7 @@ class _Inbox:
 
     async def on_message(self, message: DeliveredMessage) -> None:
         self.messages.append(message)
+        self.intake.delivered()
         self.wake()
 
     async def wait(self) -> None:
@@ -93,6 +98,7 @@ class AmqpSource:
         self._channel: aiormq.abc.AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._window: InOrder | None = None
+        self._transports = PacedTransports()
         self._ack_tasks: set[asyncio.Task] = set()
         self.connected_once = False
 
@@ -142,8 +148,8 @@ class AmqpSource:
         credentials end the bridge only before it ever connected: later they are a broker's hiccup."""
         s = self.settings
         try:
-            return await aio_pika.connect(s.url, ssl_context=s.ssl_context,
-                                          client_properties={"connection_name": "pipeline-bridge"})
+            return await paced_connect(s.url, self._transports, ssl_context=s.ssl_context,
+                                       client_properties={"connection_name": "pipeline-bridge"})
         except aiormq.exceptions.ProbableAuthenticationError as exc:
             if not self.connected_once:
                 raise ConfigError(f"RabbitMQ {mask_url(s.url)}: authentication failed ({_one_line(exc)})") from None
@@ -173,7 +179,7 @@ class AmqpSource:
 
     async def __aiter__(self) -> AsyncIterator[Delivery]:
         backoff = Backoff()
-        inbox = _Inbox()
+        inbox = _Inbox(Intake(self._transports, self.settings.intake_ms / 1000))
         while not self._stopping.is_set():
             connection = await self._connect(backoff)
             if connection is None:
