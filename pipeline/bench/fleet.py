@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["cost", "memory_at_scale", "recovery"]
 
 STARTUP_SETTLE_S = 5.0  # after both are up: their start-up work is not a rate's cost
+BARE_RATES = (20, 100)  # the rates at which a bare AMQP consumer is measured beside the bridge
+BARE_SECONDS = 15.0
 
 
 async def cost(bench: Bench) -> Names:
@@ -80,7 +82,29 @@ async def cost(bench: Bench) -> Names:
             f"worker {_share(entry, 'worker')}")
     for proc in (bridge, worker):
         await proc.stop()
+    for entry in r["cost"]:
+        if entry["rate"] in BARE_RATES:
+            entry["bare_amqp_cpu_us_per_event"] = await _bare_amqp(bench, names, work, entry["rate"])
     return names
+
+
+async def _bare_amqp(bench: Bench, names: Names, work: Workload, rate: float) -> float | None:
+    """The raw limit beside a rate's cost: a bare aio-pika consumer (`pipeline.bench.bare`) of the
+    bridge's queue (still bound, the bridge stopped) acking the same events at the same rate; its
+    CPU per event."""
+    seconds = min(bench.args.cost_seconds, BARE_SECONDS)
+    count = max(1, int(rate * seconds))
+    bench.stage(f"cost: a bare aio-pika consumer, {count:,} events at {rate:,.0f}/s")
+    bare = bench.spawn(Proc("bare-amqp", [bench.amqp, names.queue], module="pipeline.bench.bare"))
+    await bare.wait_for("consuming", 60)
+    before = bare.cpu_seconds()
+    await stages.publish_on_schedule(bench.amqp, work.publish_list(count), rate, bench.say, {})
+    await asyncio.sleep(1.0)  # the last deliveries
+    after = bare.cpu_seconds()
+    await bare.stop()
+    us = None if before is None or after is None else round((after - before) / count * 1e6, 1)
+    bench.say(f"  bare aio-pika consumer at {rate:,.0f}/s: {us} µs per event")
+    return us
 
 
 async def memory_at_scale(bench: Bench) -> tuple[Names, str]:

@@ -148,13 +148,13 @@ class Proc:
     version's code run with this environment's libraries), its stderr kept in a file for errors and readiness."""
 
     def __init__(self, name: str, args: Sequence[str], env: dict[str, str] | None = None,
-                 profile: Path | None = None, tree: Path | None = None) -> None:
+                 profile: Path | None = None, tree: Path | None = None, module: str = "pipeline") -> None:
         self.name = name
         self.profile = profile  # cProfile output, written when the process exits normally
         self.log = Path(tempfile.mkstemp(prefix=f"pipeline-{name}-", suffix=".log")[1])
         self._log_file = self.log.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", "pipeline", *args],
+            [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "-m", module, *args],
             stdout=subprocess.DEVNULL, stderr=self._log_file, env={**os.environ, **(env or {}), **tree_env(tree)},
             cwd=tree,  # `python -m` puts the working directory first on the path: the tree's package wins
             start_new_session=True,  # our Ctrl-C is not theirs: we stop them in order

@@ -173,8 +173,10 @@ def _cost_rows(r: dict[str, Any], checks: dict[str, bool | None]) -> list[tuple[
         if not rate:
             value = f"bridge {_share(c.get('bridge_cores'))}; worker {_share(c.get('worker_cores'))}"
         aim, ok = target.get(rate, ("", None))
-        rows.append((f"cost {offered}", value, f"relayed {_num(c.get('relayed_per_s'))}" if rate else "",
-                     "", aim, _met(ok) if aim else ""))
+        limit = f"relayed {_num(c.get('relayed_per_s'))}" if rate else ""
+        if c.get("bare_amqp_cpu_us_per_event") is not None:
+            limit += f"; bare aio-pika consumer {_us(c['bare_amqp_cpu_us_per_event'])}"
+        rows.append((f"cost {offered}", value, limit, "", aim, _met(ok) if aim else ""))
     return rows
 
 
@@ -283,7 +285,9 @@ def summary(r: dict[str, Any]) -> str:
         if c.get("rate"):
             lines.append(f"cost at {c['rate']:,.0f} events/s offered ({_num(c.get('relayed_per_s'))} relayed): "
                          f"bridge {_share(c.get('bridge_cores'))} of a core, {_us(c.get('bridge_cpu_us_per_event'))} "
-                         f"per event; worker {_share(c.get('worker_cores'))}, {_us(c.get('worker_cpu_us_per_event'))}")
+                         f"per event; worker {_share(c.get('worker_cores'))}, {_us(c.get('worker_cpu_us_per_event'))}"
+                         + (f" (a bare aio-pika consumer: {_us(c['bare_amqp_cpu_us_per_event'])} per event)"
+                            if c.get("bare_amqp_cpu_us_per_event") is not None else ""))
     if r.get("recovery_records"):
         lines.append(f"recovery: {r['recovery_records']:,} changelog records, fresh data dir ready in "
                      f"{_num(r.get('recovery_fresh_s'), 's')} (restored at {_num(r.get('recovery_rate'))}, a bare "

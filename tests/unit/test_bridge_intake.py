@@ -8,7 +8,6 @@ from yarl import URL
 
 from pipeline.bridge.sources.intake import Intake, PacedTransports
 
-
 _PEERS: list[asyncio.StreamWriter] = []  # the server's ends, kept open (a dropped one closes)
 
 

@@ -47,7 +47,7 @@ async def end_to_end(amqp_url: str, bootstrap: str, operations_topic: str, recor
     reader = asyncio.create_task(_read_operations(consumer, trips, settling))
     relay_reader = asyncio.create_task(_read_relay(relay, trips, settling))
     cpu = CpuShare(pids or {})
-    offered, lag, window = await _publish(amqp_url, records, rate, say, trips.published)
+    offered, lag, window = await publish_on_schedule(amqp_url, records, rate, say, trips.published)
     share = cpu.figures()
     trips.window = window
     settling.begin(settle_s)
@@ -153,8 +153,8 @@ async def _read_operations(consumer: AIOKafkaConsumer, trips: _Trips, settling: 
             return
 
 
-async def _publish(amqp_url: str, records: Sequence[Published], rate: float, say: Say,
-                   published: dict[str, float]) -> tuple[float, float, tuple[float, float]]:
+async def publish_on_schedule(amqp_url: str, records: Sequence[Published], rate: float, say: Say,
+                              published: dict[str, float]) -> tuple[float, float, tuple[float, float]]:
     """Publish `records` on schedule, noting when each terminal event went out in `published`.
     Returns (the rate offered, the publisher's largest lag behind its schedule in seconds, the
     wall-clock times of the first and the last send)."""
