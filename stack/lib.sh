@@ -18,6 +18,10 @@ TLS="$STATE/tls"
 
 say() { printf '[stack] %s\n' "$*"; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+# Under `set -e` a failing command ends a script without a word, and a test that started it can only
+# report empty output: say which command failed, where, and with what status (-E: in functions too).
+set -E
+trap '_rc=$?; printf "[stack] error: %s line %s: \`%s\` exited %s\n" "${0##*/}" "$LINENO" "$BASH_COMMAND" "$_rc" >&2' ERR
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
