@@ -15,6 +15,7 @@ upstream stands, and when it can go; one module per patched area:
 * `decode`: 7. the relay topics' records handed on as the bytes they are;
 * `stream`: 8. the stream read a batch at a time;
 * `recovery`: 10. the tables restored from their changelogs in bulk;
+* `tables`: 11. the tables started without faust's one-second wait;
 * `pins`: `REQUIRED` lists every private name the patches touch, and `PATCHED_SOURCES` the hash of
   each faust method a patch copies; tests/unit/test_faust_patches.py fails when an upgrade
   removes, renames or rewrites one of them.
@@ -37,6 +38,7 @@ from .producer import aiokafka_producer, flush_first, track_every_topic
 from .recovery import BulkRestore, restore_in_bulk, restored_by
 from .stores import PartitionStore
 from .stream import event_batches
+from .tables import start_tables_at_once
 
 __all__ = [
     "AIOKAFKA_VERSION",
@@ -62,6 +64,7 @@ __all__ = [
     "restored_by",
     "rewind_uncommitted_on_seek",
     "source_drift",
+    "start_tables_at_once",
     "track_every_topic",
     "use_inline_drain",
 ]

@@ -72,6 +72,8 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("aiokafka.client:AIOKafkaClient", "_topics", "instance"),
     ("aiokafka.client:AIOKafkaClient", "add_topic", "class"),
     ("aiokafka.client:AIOKafkaClient", "set_topics", "class"),
+    ("faust.tables.manager:TableManager", "_update_channels", "class"),
+    ("faust.tables.manager:TableManager", "on_start", "class"),
 )
 
 # faust (and aiokafka) methods a patch copies, wraps or relies on, with the sha256 of their source
@@ -119,6 +121,9 @@ PATCHED_SOURCES: dict[str, str] = {
         "52b0a5ee78ef3aa0c21c82b69baa20eb6983d9e5871e9e66784198cb2f1bf256",
     "aiokafka.client:AIOKafkaClient._metadata_update":
         "06dc51ed3e0d38b8d64100fd59012f399b2235c2f4804dfd142fcec397412fda",
+    # tables.start_tables_at_once stands in for it, without its sleep
+    "faust.tables.manager:TableManager.on_start":
+        "365dd25fbc0e068499c89e526516c638693a2d143b6ac249f84a60f5267fec9d",
 }
 
 
