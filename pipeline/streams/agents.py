@@ -153,7 +153,8 @@ def install(rt: Any) -> None:
     """Register the agent, the assignment hooks and the faust patches on `rt.app`."""
     app = rt.app
     sources = set(rt.topic_names.sources)
-    faust_patches.apply(app, sources, rt.settings.fetch_min_kb * 1024, rt.settings.fetch_wait_ms)
+    faust_patches.apply(app, sources, rt.settings.fetch_min_kb * 1024, rt.settings.fetch_wait_ms,
+                        rt.settings.fetch_round_ms)
     faust_patches.start_tables_at_once(app)
     if rt.settings.store.startswith("rocksdb"):
         faust_patches.restore_in_bulk(app, faust_patches.BulkRestore(rt.settings.client_kwargs()))

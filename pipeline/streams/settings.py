@@ -82,13 +82,20 @@ SETTINGS: tuple[Group, ...] = (
                 "previous fetch is handed over, so under a backlog a larger fetch keeps the agent fed; memory: up to "
                 "this much per assigned partition", 4, int),
         Setting("--fetch-min-kb", "WORKER_FETCH_MIN_KB",
-                "the broker answers a fetch once this much is there, or after --fetch-wait-ms, KB; 0 = as soon as one "
-                "record is (faust's). Under a trickle fewer, fuller fetches cost the worker and the broker far less "
-                "CPU (at 300 events/s: 0.50 -> 0.18 of a core with 64), for up to --fetch-wait-ms more latency; an "
-                "idle worker fetches every --fetch-wait-ms instead of every 500 ms",
-                64, int),
+                "the broker answers a fetch once this much is there, or after --fetch-wait-ms, KB; with "
+                "--fetch-round-ms the least a fetch waits for; 0 = as soon as one record is (faust's). Each fetch "
+                "round costs the worker ~1.5 ms of CPU, so fewer, fuller fetches under a trickle cost it and the "
+                "broker far less (at 300 events/s: 0.50 -> 0.18 of a core with 64)",
+                8, int),
         Setting("--fetch-wait-ms", "WORKER_FETCH_WAIT_MS",
-                "with --fetch-min-kb: the longest the broker holds a fetch, ms (the most a record waits at a trickle)",
+                "with --fetch-min-kb: the longest the broker holds a fetch, ms (the most a record waits when "
+                "less than the min bytes come; an idle worker fetches this often)",
+                500, int),
+        Setting("--fetch-round-ms", "WORKER_FETCH_ROUND_MS",
+                "with --fetch-min-kb: a fetch waits for about this long of the traffic, ms: its min bytes follow "
+                "the bytes received in the last second times this, updated once a second, at least --fetch-min-kb "
+                "and at most 1 MB; above --fetch-min-kb a fetch is held 2.5 times this at most, not --fetch-wait-ms; "
+                "0 = always --fetch-min-kb and --fetch-wait-ms",
                 40, int),
         Setting("--replay-guard", "REPLAY_GUARD",
                 "on assignment, re-read this much (s before the newest record) of each output partition so a replay "
@@ -144,6 +151,7 @@ class WorkerSettings:
     fetch_partition_mb: int = _default("--fetch-partition-mb")  # one partition's most in one fetch request
     fetch_min_kb: int = _default("--fetch-min-kb")  # a fetch is answered once this much is there ...
     fetch_wait_ms: int = _default("--fetch-wait-ms")  # ... or this long has passed
+    fetch_round_ms: int = _default("--fetch-round-ms")  # the min bytes: this long of the traffic (0: fixed)
     stop_timeout_s: float = _default("--stop-timeout")  # a clean stop longer than this is cut short
     stall_timeout_s: float = _default("--stall-timeout")  # no progress while records wait: a stall (0 = off)
     stop_after: int = _default("--stop-after")  # exit once this many relay records were read (benchmarks); 0 = never
@@ -185,6 +193,8 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         raise ConfigError(f"--fetch-min-kb must be between 0 and 16384, not {args.fetch_min_kb}")
     if not 1 <= args.fetch_wait_ms <= 1500:
         raise ConfigError(f"--fetch-wait-ms must be between 1 and 1500, not {args.fetch_wait_ms}")
+    if not 0 <= args.fetch_round_ms <= 1000:
+        raise ConfigError(f"--fetch-round-ms must be between 0 and 1000, not {args.fetch_round_ms}")
     if args.topic_partitions < 1:
         raise ConfigError("--topic-partitions must be >= 1")
     if not (args.store.startswith("memory://") or args.store.startswith("rocksdb://")):
@@ -207,6 +217,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         lateness_s=args.lateness, replay_guard_s=args.replay_guard, rocksdb_cache_mb=args.rocksdb_cache_mb,
         batch_size=args.batch_size, fetch_partition_mb=args.fetch_partition_mb,
         fetch_min_kb=args.fetch_min_kb, fetch_wait_ms=args.fetch_wait_ms,
+        fetch_round_ms=args.fetch_round_ms,
         stop_after=args.stop_after, stop_timeout_s=args.stop_timeout, stall_timeout_s=args.stall_timeout,
         loglevel=args.loglevel,
         session_timeout_s=args.session_timeout, group_instance_id=args.group_instance_id or None,

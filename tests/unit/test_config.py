@@ -98,3 +98,5 @@ async def test_the_worker_fetch_round_settings_reach_the_kafka_consumer(tmp_path
         _worker_settings(tmp_path, "--fetch-wait-ms", "0")
     with pytest.raises(ConfigError, match=r"^--fetch-min-kb must be between 0 and 16384, not -1$"):
         _worker_settings(tmp_path, "--fetch-min-kb", "-1")
+    with pytest.raises(ConfigError, match=r"^--fetch-round-ms must be between 0 and 1000, not 1001$"):
+        _worker_settings(tmp_path, "--fetch-round-ms", "1001")

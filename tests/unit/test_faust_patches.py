@@ -52,19 +52,76 @@ def test_the_consumer_faust_creates_drains_inline(rt) -> None:
 
 
 async def test_the_kafka_consumer_faust_creates_fetches_in_rounds_unless_told_not_to(rt) -> None:
-    """By default a fetch is answered at 64 KB or after 40 ms; with --fetch-min-kb 0 the consumer is
-    faust's, answered as soon as one record is there."""
+    """By default a fetch is answered at 8 KB (the floor the traffic raises) or after 500 ms; with
+    --fetch-min-kb 0 the consumer is faust's, answered as soon as one record is there."""
     import dataclasses
     import uuid
 
     from pipeline.streams.app import create_app
 
     kafka = rt.app.consumer._thread._create_worker_consumer(rt.app.transport)
-    assert (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms) == (64 * 1024, 40)
+    assert (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms) == (8 * 1024, 500)
+    assert kafka.start.__qualname__.startswith("pace_fetches")  # paced once started
     faust_s = create_app(dataclasses.replace(rt.settings, app_id=f"unit-{uuid.uuid4().hex[:8]}", fetch_min_kb=0), 1)
     faust_s.app.finalize()
     kafka = faust_s.app.consumer._thread._create_worker_consumer(faust_s.app.transport)
     assert (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms) == (1, 1500)
+    assert "pace_fetches" not in kafka.start.__qualname__
+    fixed = create_app(dataclasses.replace(rt.settings, app_id=f"unit-{uuid.uuid4().hex[:8]}", fetch_round_ms=0), 1)
+    fixed.app.finalize()
+    kafka = fixed.app.consumer._thread._create_worker_consumer(fixed.app.transport)
+    assert (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms) == (8 * 1024, 500)
+    assert "pace_fetches" not in kafka.start.__qualname__
+
+
+def test_the_paced_min_bytes_follow_a_second_of_traffic() -> None:
+    """A round's worth (40 ms) of the last second's bytes, within 8 KB and 1 MB, set once a second;
+    the max wait 500 ms at the floor, 100 ms (2.5 rounds) above it."""
+    from types import SimpleNamespace
+
+    def records(n: int, size: int = 4000) -> dict:
+        return {"tp": [SimpleNamespace(serialized_key_size=-1 if i % 2 else 16, serialized_value_size=size)
+                       for i in range(n)]}
+
+    fetcher = SimpleNamespace(_fetch_min_bytes=8192, _fetch_max_wait_ms=500)
+    pacer = fp.FetchPacer(fetcher, 8192, 40, 500, now=0.0)
+    pacer.received(records(500), now=0.5)  # 2 MB in half a second: counted, not applied yet
+    assert fetcher._fetch_min_bytes == 8192
+    pacer.received(records(500), now=1.0)  # 4 MB/s (+ the keys) -> 160 KB
+    assert fetcher._fetch_min_bytes == int((1000 * 4000 + 500 * 16) * 0.04)
+    assert fetcher._fetch_max_wait_ms == 100
+    pacer.received(records(20), now=2.0)  # 20/s: 3.2 KB a round, the floor
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (8192, 500)
+    pacer.received(records(100_000), now=3.0)  # a backlog: the ceiling
+    assert fetcher._fetch_min_bytes == fp.fetch.CEILING_BYTES
+    pacer.received({}, now=3.5)
+    pacer.received({}, now=4.0)  # idle: back to the floor at the next update
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (8192, 500)
+
+
+async def test_a_started_consumer_counts_what_its_fetcher_hands_over() -> None:
+    """pace_fetches wraps the fetcher aiokafka's start creates; records pass through unchanged."""
+    from types import SimpleNamespace
+
+    handed = {"tp": [SimpleNamespace(serialized_key_size=0, serialized_value_size=100)]}
+
+    class Fetcher:
+        _fetch_min_bytes = 1
+
+        async def fetched_records(self, partitions, timeout=0, max_records=None):
+            return handed
+
+    class Kafka:
+        _fetcher = None
+
+        async def start(self) -> None:
+            self._fetcher = Fetcher()
+
+    kafka = Kafka()
+    fp.pace_fetches(kafka, 8192, 40, 500)
+    await kafka.start()
+    assert await kafka._fetcher.fetched_records(set(), timeout=0.1, max_records=10) is handed
+    assert kafka._fetcher._pipeline_pacer.received_bytes == 100
 
 
 async def test_a_callback_that_blocks_is_resumed_not_restarted() -> None:

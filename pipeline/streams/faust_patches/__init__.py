@@ -4,8 +4,8 @@ Written against faust-streaming 0.15.3 and aiokafka 0.14.0 exactly (pyproject.to
 Each patch is one named function or class whose docstring says what goes wrong without it, where
 upstream stands, and when it can go; one module per patched area:
 
-* `app`: patches put on the consumer faust creates (`patch_new_consumers`), 9. fetches answered
-  in rounds, the worker's exit;
+* `app`: patches put on the consumer faust creates (`patch_new_consumers`), the worker's exit;
+* `fetch`: 9. fetches answered in rounds, 12. their min bytes paced by the traffic;
 * `drain`: 1. the drain loop runs the callback inline;
 * `monitor`: 2. a lean monitor;
 * `offsets`: 3. the end-of-recovery seek, 4. acked offsets that cannot be committed;
@@ -28,9 +28,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from .app import crashed, fetch_in_rounds, patch_new_consumers
+from .app import crashed, patch_new_consumers
 from .decode import raw_bytes_schema
 from .drain import use_inline_drain
+from .fetch import FetchPacer, fetch_in_rounds, pace_fetches
 from .monitor import _lean_monitor_class, install_lean_monitor
 from .offsets import hold_flow_for_seek, repair_acked_offsets, rewind_uncommitted_on_seek
 from .pins import AIOKAFKA_VERSION, FAUST_VERSION, PATCHED_SOURCES, REQUIRED, missing, source_drift
@@ -44,6 +45,7 @@ __all__ = [
     "AIOKAFKA_VERSION",
     "BulkRestore",
     "FAUST_VERSION",
+    "FetchPacer",
     "PATCHED_SOURCES",
     "REQUIRED",
     "LeanMonitor",  # noqa: F822 - made on first use by the module's __getattr__
@@ -57,6 +59,7 @@ __all__ = [
     "hold_flow_for_seek",
     "install_lean_monitor",
     "missing",
+    "pace_fetches",
     "patch_new_consumers",
     "raw_bytes_schema",
     "repair_acked_offsets",
@@ -70,11 +73,13 @@ __all__ = [
 ]
 
 
-def apply(app: Any, sources: Collection[str], fetch_min_bytes: int = 0, fetch_wait_ms: int = 0) -> None:
+def apply(app: Any, sources: Collection[str], fetch_min_bytes: int = 0, fetch_wait_ms: int = 0,
+          fetch_round_ms: int = 0) -> None:
     """The consumer patches, on the consumer faust will create: the inline drain, the seek that
     rewinds relay partitions (`sources`) without a committed offset, and, with `fetch_min_bytes`,
-    fetches answered in rounds (0: faust's, as soon as one record is there)."""
-    rounds = (fetch_in_rounds(fetch_min_bytes, fetch_wait_ms),) if fetch_min_bytes > 0 else ()
+    fetches answered in rounds (0: faust's, as soon as one record is there), with `fetch_round_ms`
+    their min bytes following the traffic from that floor up."""
+    rounds = (fetch_in_rounds(fetch_min_bytes, fetch_wait_ms, fetch_round_ms),) if fetch_min_bytes > 0 else ()
     patch_new_consumers(app, use_inline_drain, lambda consumer: rewind_uncommitted_on_seek(consumer, sources),
                         *rounds)
 

@@ -34,6 +34,12 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_create_worker_consumer", "class"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_min_bytes", "instance"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms", "instance"),
+    # fetch.pace_fetches
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetcher", "instance"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "start", "class"),
+    ("aiokafka.consumer.fetcher:Fetcher", "_fetch_min_bytes", "instance"),
+    ("aiokafka.consumer.fetcher:Fetcher", "_fetch_max_wait_ms", "instance"),
+    ("aiokafka.consumer.fetcher:Fetcher", "fetched_records", "class"),
     ("faust.transport.drivers.aiokafka:Producer", "_ensure_producer", "class"),
     ("faust.transport.drivers.aiokafka:Producer", "flush", "class"),
     ("faust.transport.consumer:CONSUMER_FETCHING", "", "module"),
@@ -101,7 +107,7 @@ PATCHED_SOURCES: dict[str, str] = {
         "3a48ee257a65435b482d51edb74f2993a67867949b1ef89b49fea893769e0614",
     "faust.topics:Topic._compile_decode":
         "6474178f8c211c056192d1b1a470cd9a617a3d7c59babf9b9297b24e3e507c26",
-    # app.fetch_in_rounds wraps the first and sets what the second hands to aiokafka's fetcher
+    # fetch.fetch_in_rounds wraps the first and sets what the second hands to aiokafka's fetcher
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer":
         "c2701bfc3e6f6cad95c2be36d6a255a86e2c57d18d36cc1082b5fb5c482d99d7",
     # recovery.restore_in_bulk runs after the first, inside the second's sequence (highwaters, then
@@ -116,6 +122,17 @@ PATCHED_SOURCES: dict[str, str] = {
         "b4c811926678346ebb8c40486dbc46d0fbac2bbeaa592384bd955112556acf45",
     "aiokafka.consumer.consumer:AIOKafkaConsumer.start":
         "2f1ba70443327538800d348e61042cdedd5a5e6306f40ebe1a06dddba7494c45",
+    # fetch.pace_fetches: faust hands records over through the first (consumer._fetcher.fetched_records,
+    # on the consumer thread), which pace_fetches wraps; the second reads _fetch_min_bytes afresh for
+    # every round's FetchRequest (and _fetch_max_wait_ms); the third's serialized sizes are what is counted
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._fetch_records":
+        "39a2c6c79fc1455a199629912b533458a720c64983bc957420a42feef6593baa",
+    "aiokafka.consumer.fetcher:Fetcher._get_actions_per_node":
+        "1dab2cf937d165d0eeacc8da8ed2b0ebd80b321bb6583757e01cdc1013d31635",
+    "aiokafka.consumer.fetcher:Fetcher.fetched_records":
+        "be4348896b9b66afe048de954e2be91c546f4e96c94cb120d5764ec77ce8f19e",
+    "aiokafka.structs:ConsumerRecord":
+        "1d35bd6c8da0182ee6f09b457f245923759371c49da0f2fb020268d439c17b5f",
     # producer.track_every_topic wraps the first; the second asks for the tracked topics only
     "aiokafka.client:AIOKafkaClient._wait_on_metadata":
         "52b0a5ee78ef3aa0c21c82b69baa20eb6983d9e5871e9e66784198cb2f1bf256",
