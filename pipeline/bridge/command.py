@@ -90,8 +90,8 @@ SETTINGS: tuple[Group, ...] = (
                 "unacked deliveries RabbitMQ sends at most; bounds the bridge's memory", 1000, int),
         Setting("--amqp-intake-ms", "AMQP_INTAKE_MS",
                 "after a delivery, leave RabbitMQ's socket unread this long, ms, so the deliveries that follow are "
-                "read, relayed and acked together: at 100 events/s far less CPU per event, for up to this much "
-                "latency; 0 = read each at once", 10.0, float),
+                "read, relayed and acked together (fewer wake-ups when events come in bursts or faster than one "
+                "per pause), for up to this much latency; 0 = read each at once", 10.0, float),
     )),
     Group("oslo Kafka source", (
         Setting("--oslo-kafka-group", "OSLO_KAFKA_GROUP", "consumer group on oslo's Kafka topics", "kafka-bridge"),
