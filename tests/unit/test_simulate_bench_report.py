@@ -232,3 +232,28 @@ def test_the_soak_s_verdict_is_rss_growth_after_the_warm_up_and_operations_lost(
     v = verdict(samples, 600.0)  # from the sample at 600 s (worker 209 MB) to the last (219 MB)
     assert v["worker_rss_growth"] == round(219 / 209 - 1, 4) and v["bridge_rss_growth"] == 0.0
     assert v["lost"] == 1 and v["operations"] == 2000
+
+
+def _soak_sample(at_s: float, cycle: int, bridge: float, worker: float, operations: int = 100, matched: int = 100) -> dict:
+    return {"at_s": at_s, "cycle": cycle, "bridge_rss_mb": bridge, "worker_rss_mb": worker,
+            "operations": operations, "matched": matched}
+
+
+def test_the_soak_compares_a_restarted_worker_at_the_end_of_each_cycle() -> None:
+    samples = [_soak_sample(300, 0, 46, 130), _soak_sample(590, 0, 50, 167),
+               _soak_sample(660, 1, 54, 122), _soak_sample(1220, 1, 55, 193),  # just restarted, then its end
+               _soak_sample(1300, 2, 57, 125), _soak_sample(1900, 2, 59.4, 208, operations=100, matched=98)]
+    from pipeline.bench.soak import verdict
+
+    out = verdict(samples, warmup_s=600)
+    assert out["worker_rss_growth"] == round(208 / 193 - 1, 4)  # not 208 / 122
+    assert out["bridge_rss_growth"] == round(59.4 / 54 - 1, 4)
+    assert out["worker_rss_mb_cycle_ends"] == [167, 193, 208]
+    assert out["lost"] == 2 and out["operations"] == 600
+
+
+def test_the_soak_shows_a_worker_growing_from_cycle_to_cycle() -> None:
+    samples = [_soak_sample(700, 1, 50, 200), _soak_sample(1200, 1, 50, 200), _soak_sample(1800, 2, 50, 260)]
+    from pipeline.bench.soak import verdict
+
+    assert verdict(samples, warmup_s=600)["worker_rss_growth"] == 0.3
