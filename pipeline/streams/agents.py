@@ -156,6 +156,7 @@ def install(rt: Any) -> None:
     faust_patches.apply(app, sources, rt.settings.fetch_min_kb * 1024, rt.settings.fetch_wait_ms,
                         rt.settings.fetch_round_ms)
     faust_patches.start_tables_at_once(app)
+    faust_patches.commit_log_on_demand()
     if rt.settings.store.startswith("rocksdb"):
         faust_patches.restore_in_bulk(app, faust_patches.BulkRestore(rt.settings.client_kwargs()))
     processor = rt.processor = Processor(rt, TableWriter(rt.resources), TableWriter(rt.loss))

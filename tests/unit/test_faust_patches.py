@@ -45,6 +45,58 @@ def test_the_check_fails_on_an_object_lacking_a_patched_attribute() -> None:
         "faust.transport.consumer:Consumer._drain_messages"]
 
 
+def test_a_commit_draws_its_offsets_table_only_when_the_debug_line_is_logged(rt, monkeypatch) -> None:
+    """The worker's app applies the patch (rt): the table faust makes for each commit is drawn when a
+    log record formats it, with what faust gave it, and not at all below debug level."""
+    import logging
+
+    from faust.transport import consumer as faust_consumer
+    from faust.utils.terminal import tables
+
+    drawn = []
+    real = tables.table
+
+    def counting(*args, **kwargs):
+        drawn.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tables, "table", counting)
+    # what Consumer._commit_offsets does with it
+    table = faust_consumer.terminal.logtable([("relay-0", "5")], title="Commit Offsets", headers=["TP", "Offset"])
+    log = logging.getLogger("pipeline.test.commit")
+    log.setLevel(logging.INFO)
+    log.debug("COMMITTING OFFSETS:\n%s", table)
+    assert drawn == []
+    text = "%s" % table  # noqa: UP031 - as logging formats it
+    assert len(drawn) == 1 and "Commit Offsets" in text and "relay-0" in text and "Offset" in text
+
+
+async def test_a_commit_reads_the_assignment_once_and_commits_only_assigned_partitions(rt, monkeypatch) -> None:
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+    from faust.types import TP
+
+    thread = rt.app.consumer._thread
+    assert thread._commit.__qualname__.startswith("commit_against_one_assignment")
+    reads, committed = [], []
+
+    class Kafka:
+        async def commit(self, offsets):
+            committed.append(offsets)
+
+    def assignment():
+        reads.append(1)
+        return {TP("relay", p) for p in range(80)}
+
+    monkeypatch.setattr(thread, "_ensure_consumer", lambda: Kafka())
+    monkeypatch.setattr(thread, "assignment", assignment)
+    offsets = {TP("relay", p): 10 + p for p in range(80)} | {TP("revoked", 0): 5}
+    assert await thread._commit(offsets) is True
+    assert len(reads) == 1
+    assert committed == [{TopicPartition("relay", p): OffsetAndMetadata(10 + p, "") for p in range(80)}]
+    assert set(thread.tp_last_committed_at) >= {TP("relay", p) for p in range(80)}
+    assert TP("revoked", 0) not in thread.tp_last_committed_at
+
+
 def test_the_consumer_faust_creates_drains_inline(rt) -> None:
     consumer = rt.app.consumer
     assert consumer._drain_messages.__func__ is drain._inline_drain  # our loop, bound to this consumer

@@ -16,6 +16,7 @@ upstream stands, and when it can go; one module per patched area:
 * `stream`: 8. the stream read a batch at a time;
 * `recovery`: 10. the tables restored from their changelogs in bulk;
 * `tables`: 11. the tables started without faust's one-second wait;
+* `commits`: 13. the commit's log table drawn only when logged, 14. its assignment read once;
 * `pins`: `REQUIRED` lists every private name the patches touch, and `PATCHED_SOURCES` the hash of
   each faust method a patch copies; tests/unit/test_faust_patches.py fails when an upgrade
   removes, renames or rewrites one of them.
@@ -29,6 +30,7 @@ from collections.abc import Collection
 from typing import Any
 
 from .app import crashed, patch_new_consumers
+from .commits import commit_against_one_assignment, commit_log_on_demand
 from .decode import raw_bytes_schema
 from .drain import use_inline_drain
 from .fetch import FetchPacer, fetch_in_rounds, pace_fetches
@@ -52,6 +54,8 @@ __all__ = [
     "PartitionStore",
     "aiokafka_producer",
     "apply",
+    "commit_against_one_assignment",
+    "commit_log_on_demand",
     "crashed",
     "event_batches",
     "fetch_in_rounds",
@@ -76,12 +80,13 @@ __all__ = [
 def apply(app: Any, sources: Collection[str], fetch_min_bytes: int = 0, fetch_wait_ms: int = 0,
           fetch_round_ms: int = 0) -> None:
     """The consumer patches, on the consumer faust will create: the inline drain, the seek that
-    rewinds relay partitions (`sources`) without a committed offset, and, with `fetch_min_bytes`,
+    rewinds relay partitions (`sources`) without a committed offset, the commit that reads the
+    assignment once, and, with `fetch_min_bytes`,
     fetches answered in rounds (0: faust's, as soon as one record is there), with `fetch_round_ms`
     their min bytes following the traffic from that floor up."""
     rounds = (fetch_in_rounds(fetch_min_bytes, fetch_wait_ms, fetch_round_ms),) if fetch_min_bytes > 0 else ()
     patch_new_consumers(app, use_inline_drain, lambda consumer: rewind_uncommitted_on_seek(consumer, sources),
-                        *rounds)
+                        commit_against_one_assignment, *rounds)
 
 
 def __getattr__(name: str) -> Any:  # LeanMonitor without importing faust's sensors at import time

@@ -58,6 +58,11 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.sensors.prometheus:FaustMetrics", "create", "class"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "seek_to_beginning", "class"),
     ("mode.services:Service", "_crashed", "consumer"),
+    # commits.commit_log_on_demand
+    ("faust.transport.consumer:terminal", "logtable", "class"),
+    # commits.commit_against_one_assignment
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_commit", "class"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_ensure_consumer", "class"),
     ("aiokafka.producer.producer:AIOKafkaProducer", "send", "class"),
     ("faust.topics:Topic", "_compile_decode", "class"),
     ("faust.streams:Stream", "_on_message_in", "instance"),
@@ -141,6 +146,12 @@ PATCHED_SOURCES: dict[str, str] = {
     # tables.start_tables_at_once stands in for it, without its sleep
     "faust.tables.manager:TableManager.on_start":
         "365dd25fbc0e068499c89e526516c638693a2d143b6ac249f84a60f5267fec9d",
+    # commits.commit_log_on_demand: the only user of the module's `terminal`, its table only logged
+    "faust.transport.consumer:Consumer._commit_offsets":
+        "1a6979904118844111259d182ca1c6e92ccc16364ccbe55c58e59d6e254a7adb",
+    # commits.commit_against_one_assignment is this method with the assignment read once
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._commit":
+        "932852ce7a23f658804273d0296de6affaa7d21c19311c279712c2fae91a3b03",
 }
 
 
