@@ -89,12 +89,14 @@ SETTINGS: tuple[Group, ...] = (
                 8, int),
         Setting("--fetch-wait-ms", "WORKER_FETCH_WAIT_MS",
                 "with --fetch-min-kb: the longest the broker holds a fetch, ms (the most a record waits when "
-                "less than the min bytes come; an idle worker fetches this often)",
+                "less than the min bytes come)",
                 500, int),
         Setting("--fetch-round-ms", "WORKER_FETCH_ROUND_MS",
                 "with --fetch-min-kb: a fetch waits for about this long of the traffic, ms: its min bytes follow "
                 "the bytes received in the last second times this, updated once a second, at least --fetch-min-kb "
                 "and at most 1 MB; above --fetch-min-kb a fetch is held 2.5 times this at most, not --fetch-wait-ms; "
+                "after a second without events (heartbeats aside) the first record answers a fetch, which "
+                "otherwise waits 1.5 s (faust's wait: an idle worker fetches this often); "
                 "0 = always --fetch-min-kb and --fetch-wait-ms",
                 40, int),
         Setting("--replay-guard", "REPLAY_GUARD",

@@ -127,8 +127,9 @@ async def test_the_kafka_consumer_faust_creates_fetches_in_rounds_unless_told_no
 
 
 def test_the_paced_min_bytes_follow_a_second_of_traffic() -> None:
-    """A round's worth (40 ms) of the last second's bytes, within 8 KB and 1 MB, set once a second;
-    the max wait 500 ms at the floor, 100 ms (2.5 rounds) above it."""
+    """A round's worth (40 ms) of the last second's bytes of events, within 8 KB and 1 MB, set once a
+    second; the max wait 500 ms at the floor, 100 ms (2.5 rounds) above it; a second with no event
+    (heartbeats, without a key, aside): the first record answers, else 1.5 s (faust's wait)."""
     from types import SimpleNamespace
 
     def records(n: int, size: int = 4000) -> dict:
@@ -139,15 +140,20 @@ def test_the_paced_min_bytes_follow_a_second_of_traffic() -> None:
     pacer = fp.FetchPacer(fetcher, 8192, 40, 500, now=0.0)
     pacer.received(records(500), now=0.5)  # 2 MB in half a second: counted, not applied yet
     assert fetcher._fetch_min_bytes == 8192
-    pacer.received(records(500), now=1.0)  # 4 MB/s (+ the keys) -> 160 KB
-    assert fetcher._fetch_min_bytes == int((1000 * 4000 + 500 * 16) * 0.04)
+    pacer.received(records(500), now=1.0)  # 2 MB/s of events (+ their keys) -> 80 KB
+    assert fetcher._fetch_min_bytes == int(500 * (4000 + 16) * 0.04)
     assert fetcher._fetch_max_wait_ms == 100
     pacer.received(records(20), now=2.0)  # 20/s: 3.2 KB a round, the floor
     assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (8192, 500)
     pacer.received(records(100_000), now=3.0)  # a backlog: the ceiling
     assert fetcher._fetch_min_bytes == fp.fetch.CEILING_BYTES
     pacer.received({}, now=3.5)
-    pacer.received({}, now=4.0)  # idle: back to the floor at the next update
+    pacer.received({}, now=4.0)  # idle: quiet at the next update
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1, 1500)
+    heartbeats = {"tp": [SimpleNamespace(serialized_key_size=-1, serialized_value_size=300) for _ in range(72)]}
+    pacer.received(heartbeats, now=5.0)  # the bridges' heartbeats keep it quiet
+    assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1, 1500)
+    pacer.received(records(2), now=6.0)  # one event: the floor again
     assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (8192, 500)
 
 

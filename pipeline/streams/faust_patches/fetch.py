@@ -8,6 +8,9 @@ from typing import Any
 CEILING_BYTES = 1024 * 1024  # a paced fetch never waits for more than this (one fetch brings up to 50 MB)
 UPDATE_EVERY_S = 1.0  # how often a paced fetch's min bytes follow what was received
 FLOWING_WAIT_ROUNDS = 2.5  # while the traffic sets the min bytes, a fetch is held this many rounds at most
+# No event for a second: a fetch is answered by the first record (no round to wait for) or after
+# faust's own max wait (aiokafka's fetch_max_wait_ms as faust sets it).
+QUIET_WAIT_MS = 1500
 
 
 def fetch_in_rounds(min_bytes: int, max_wait_ms: int, round_ms: int = 0) -> Callable[[Any], None]:
@@ -53,8 +56,8 @@ class FetchPacer:
     builds the next round's FetchRequest (`Fetcher._get_actions_per_node`), so no lock is needed and
     the worker's event loop never sees this object."""
 
-    __slots__ = ("ceiling", "fetcher", "floor", "flowing_wait_ms", "idle_wait_ms", "received_bytes", "round_s",
-                 "since")
+    __slots__ = ("ceiling", "fetcher", "floor", "flowing_wait_ms", "idle_wait_ms", "quiet_wait_ms", "received_bytes",
+                 "round_s", "since")
 
     def __init__(self, fetcher: Any, floor: int, round_ms: int, idle_wait_ms: int, ceiling: int = CEILING_BYTES,
                  now: float | None = None) -> None:
@@ -64,18 +67,25 @@ class FetchPacer:
         self.round_s = round_ms / 1000
         self.idle_wait_ms = idle_wait_ms
         self.flowing_wait_ms = min(idle_wait_ms, max(1, int(round_ms * FLOWING_WAIT_ROUNDS)))
+        self.quiet_wait_ms = max(idle_wait_ms, QUIET_WAIT_MS)
         self.received_bytes = 0
         self.since = time.monotonic() if now is None else now
 
     def min_bytes(self, bytes_per_s: float) -> int:
-        """A round's worth of `bytes_per_s`, within the floor and the ceiling."""
+        """A round's worth of `bytes_per_s`, within the floor and the ceiling; 1 when no event came."""
+        if bytes_per_s <= 0:
+            return 1
         return int(min(self.ceiling, max(self.floor, bytes_per_s * self.round_s)))
 
     def max_wait_ms(self, min_bytes: int) -> int:
-        """The long wait while the floor rules (idle, a trickle): a quiet worker fetches rarely. Once
-        the traffic sets the min bytes, a few rounds only: a pause of the producer (the bridge's
-        rounds, a busy machine) then holds the records already there that long, not the whole idle
-        wait, which with a fixed 500 ms was the worst-case extra latency at every rate."""
+        """Quiet (no event for a second): the first record answers the fetch, which otherwise waits
+        as long as faust's own does, so an idle worker fetches once per `QUIET_WAIT_MS`, not per
+        floor wait. A trickle (the floor rules): the floor wait, so one fetch brings several
+        events. Once the traffic sets the min bytes, a few rounds only: a pause of the producer (the
+        bridge's rounds, a busy machine) then holds the records already there that long, not the
+        whole floor wait, which with a fixed 500 ms was the worst-case extra latency at every rate."""
+        if min_bytes <= 1:
+            return self.quiet_wait_ms
         return self.idle_wait_ms if min_bytes <= self.floor else self.flowing_wait_ms
 
     def received(self, records: Mapping[Any, list[Any]], now: float | None = None) -> None:
@@ -85,8 +95,11 @@ class FetchPacer:
         whole max wait while the average decays)."""
         for batch in records.values():
             for record in batch:
-                # the sizes the producer serialized (-1 for a missing key or value)
-                self.received_bytes += max(record.serialized_key_size, 0) + max(record.serialized_value_size, 0)
+                # the sizes the producer serialized (-1 for a missing key or value); events only: the
+                # bridges' heartbeats (no key) come every few seconds to every partition, and counted
+                # they would keep an idle worker off its quiet wait
+                if record.serialized_key_size >= 0:
+                    self.received_bytes += record.serialized_key_size + max(record.serialized_value_size, 0)
         now = time.monotonic() if now is None else now
         elapsed = now - self.since
         if elapsed >= UPDATE_EVERY_S:
@@ -101,7 +114,7 @@ def pace_fetches(kafka: Any, floor: int, round_ms: int, idle_wait_ms: int) -> No
     """A patch on an aiokafka consumer not yet started: once started, its fetcher's min bytes follow
     the traffic, about `round_ms` of the bytes received in the last second (at least `floor`, at
     most `CEILING_BYTES`), updated once a second, and its max wait is `idle_wait_ms` at the floor,
-    a few rounds above it (`FetchPacer`).
+    a few rounds above it; after a second without events, 1 byte and `QUIET_WAIT_MS` (`FetchPacer`).
 
     Symptom: a fixed min bytes suits one rate only. Each fetch round costs the worker about 1.5 ms
     of CPU (a request and a response over ~70 partitions, in pure Python); relay records are ~4 KB.
