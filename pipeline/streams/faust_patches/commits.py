@@ -42,7 +42,7 @@ def commit_log_on_demand() -> None:
     def logtable(*args: Any, **kwargs: Any) -> _TableWhenLogged:
         return _TableWhenLogged(terminal.logtable, args, kwargs)
 
-    consumer.terminal = SimpleNamespace(logtable=logtable, original=terminal)  # type: ignore[assignment]
+    consumer.terminal = SimpleNamespace(logtable=logtable)  # type: ignore[assignment]
 
 
 def commit_against_one_assignment(consumer: Any) -> None:
