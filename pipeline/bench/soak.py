@@ -3,12 +3,13 @@ worker restarted (SIGTERM, the same data dir) every `--soak-restart-every` secon
 update does. Not part of `make bench`.
 
 Every minute the events offered in it are timed end to end (the cost stage's measuring, one minute
-at a time), and the RSS (VmRSS) of both processes is sampled. At the end the operations topic is
-read whole: an operation record whose `op_id` appears twice was published twice (doubled), and a
-terminal event whose operation record never came within the minute's settling time is lost. The
-report (`soak.json` beside the bench's report) has the minute-by-minute figures and the verdict:
-RSS growth from the first `--soak-restart-every` seconds to the end (the target: < 10 %), lost and
-doubled operations (the target: none).
+at a time), and the RSS (VmRSS) of both processes is sampled. At the end the operations and alerts
+topics are read whole: an operation record whose `op_id` appears twice was published twice
+(doubled); a terminal event whose operation record did not come within its minute's settling time
+is late if the record came afterwards, alerted if an alert carries its message id instead (an end
+without a start), and lost if neither. The report (`soak.json` beside the bench's report) has the
+minute-by-minute figures and the verdict: RSS growth from the first `--soak-restart-every` seconds
+to the end (the target: < 10 %), lost and doubled operations (the target: none).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import shlex
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.simulate.outputs import Topics as OsloTopics
@@ -32,8 +34,9 @@ CHUNK_S = 60.0
 
 def verdict(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
     """RSS growth of each process after the warm-up, from the per-minute samples (`at_s`,
-    `bridge_rss_mb`, `worker_rss_mb`, `cycle`: the worker's restarts so far), and the totals of
-    lost operations.
+    `bridge_rss_mb`, `worker_rss_mb`, `cycle`: the worker's restarts so far), and the terminal
+    events whose operation record did not come within their minute (`unmatched`: late or lost,
+    `_Published.account` tells which).
 
     The bridge runs throughout: its first sample after the warm-up against its last. The worker is
     restarted every cycle and its RSS climbs within one (RocksDB's memtables fill), so a sample
@@ -52,34 +55,56 @@ def verdict(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
     first, last = series[0]["worker_rss_mb"], series[-1]["worker_rss_mb"]
     out["worker_rss_growth"] = round(last / first - 1, 4) if first and last else None
     out["worker_rss_mb_cycle_ends"] = [round(s["worker_rss_mb"] or 0, 1) for s in ends.values()]
-    out["lost"] = sum(s["operations"] - s["matched"] for s in samples)
+    out["unmatched"] = sum(s["operations"] - s["matched"] for s in samples)
     out["operations"] = sum(s["operations"] for s in samples)
     return out
 
 
-async def _doubled(bootstrap: str, topic: str) -> tuple[int, int]:
-    """(records, distinct op ids) of the whole operations topic."""
+@dataclass
+class _Published:
+    """What the worker published over the whole soak (its operations and alerts topics read whole)."""
+
+    records: int = 0
+    op_ids: set[str] = field(default_factory=set)
+    ends: set[str] = field(default_factory=set)  # the end_message_id of every operation record
+    alerted: set[str] = field(default_factory=set)  # the message_id of every alert (an orphan end's is its own)
+
+    def account(self, unmatched: set[str]) -> dict[str, Any]:
+        """The terminal events whose record did not come within their minute's settling time, told
+        apart: `late` came later, `alerted` got an alert instead (an end with no start), `lost` nothing."""
+        late = unmatched & self.ends
+        alerted = (unmatched - late) & self.alerted
+        return {"operation_records": self.records, "doubled": self.records - len(self.op_ids),
+                "unmatched": len(unmatched), "late": len(late), "alerted": len(alerted),
+                "lost": len(unmatched - late - alerted), "lost_ids": sorted(unmatched - late - alerted)[:20]}
+
+
+async def _published(bootstrap: str, operations: str, alerts: str) -> _Published:
     from aiokafka import AIOKafkaConsumer
 
     from pipeline import codec
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
+    out = _Published()
+    consumer = AIOKafkaConsumer(operations, alerts, bootstrap_servers=bootstrap.split(","), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
-    seen: set[str] = set()
-    total = 0
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=3000, max_records=5000)
             if not batch:
                 break
-            for records in batch.values():
+            for tp, records in batch.items():
                 for record in records:
-                    total += 1
-                    seen.add(str(codec.decode_value(record.value).get("op_id")))
+                    value = codec.decode_value(record.value)
+                    if tp.topic == operations:
+                        out.records += 1
+                        out.op_ids.add(str(value.get("op_id")))
+                        out.ends.add(str(value.get("end_message_id") or ""))
+                    else:
+                        out.alerted.add(str(value.get("message_id") or ""))
     finally:
         await consumer.stop()
-    return total, len(seen)
+    return out
 
 
 async def run(args: argparse.Namespace, amqp_url: str, say: stages.Say, tmp: Any) -> dict[str, Any]:
@@ -102,6 +127,7 @@ async def run(args: argparse.Namespace, amqp_url: str, say: stages.Say, tmp: Any
                           extra=shlex.split(a.bridge_args))
     worker = new_worker()
     samples: list[dict[str, Any]] = []
+    unmatched: set[str] = set()
     restarts = 0
     try:
         await bridge.wait_for("relaying from", 120)
@@ -128,16 +154,17 @@ async def run(args: argparse.Namespace, amqp_url: str, say: stages.Say, tmp: Any
                       "worker_rss_mb": worker.sample(), "operations": e2e["e2e_operations"],
                       "matched": e2e["e2e_matched"], "p99_ms": e2e["e2e_p99_ms"], "cycle": restarts, **entry}
             samples.append(sample)
+            unmatched.update(e2e["e2e_unmatched_ids"])
             say(f"[{sample['at_s']:6.0f}s] soak: RSS bridge {sample['bridge_rss_mb'] or 0:.1f} MB, worker "
                 f"{sample['worker_rss_mb'] or 0:.1f} MB; {sample['matched']:,} of {sample['operations']:,} "
                 f"operations, p99 {sample['p99_ms']} ms; CPU per event bridge {entry['bridge_cpu_us_per_event']} µs, "
                 f"worker {entry['worker_cpu_us_per_event']} µs")
-        total, distinct = await _doubled(bootstrap, f"{names.output_prefix}operations")
+        published = await _published(bootstrap, f"{names.output_prefix}operations", f"{names.output_prefix}alerts")
     finally:
         await end_run(names, amqp_url, bootstrap, bridge, worker)
     result = {"soak_seconds": a.soak, "rate": a.soak_rate, "restart_every_s": a.soak_restart_every,
-              "restarts": restarts, "operation_records": total, "doubled": total - distinct,
-              **verdict(samples, a.soak_restart_every), "samples": samples}
+              "restarts": restarts, **verdict(samples, a.soak_restart_every), **published.account(unmatched),
+              "samples": samples}
     path = a.report.parent / "soak.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     result["path"] = str(path)

@@ -231,7 +231,7 @@ def test_the_soak_s_verdict_is_rss_growth_after_the_warm_up_and_operations_lost(
                 "worker_rss_mb": 200.0 + i, "operations": 100, "matched": 100 - (i == 3)} for i in range(20)]
     v = verdict(samples, 600.0)  # from the sample at 600 s (worker 209 MB) to the last (219 MB)
     assert v["worker_rss_growth"] == round(219 / 209 - 1, 4) and v["bridge_rss_growth"] == 0.0
-    assert v["lost"] == 1 and v["operations"] == 2000
+    assert v["unmatched"] == 1 and v["operations"] == 2000
 
 
 def _soak_sample(at_s: float, cycle: int, bridge: float, worker: float, operations: int = 100, matched: int = 100) -> dict:
@@ -249,7 +249,17 @@ def test_the_soak_compares_a_restarted_worker_at_the_end_of_each_cycle() -> None
     assert out["worker_rss_growth"] == round(208 / 193 - 1, 4)  # not 208 / 122
     assert out["bridge_rss_growth"] == round(59.4 / 54 - 1, 4)
     assert out["worker_rss_mb_cycle_ends"] == [167, 193, 208]
-    assert out["lost"] == 2 and out["operations"] == 600
+    assert out["unmatched"] == 2 and out["operations"] == 600
+
+
+def test_the_soak_tells_late_and_alerted_ends_from_lost_ones() -> None:
+    from pipeline.bench.soak import _Published
+
+    published = _Published(records=4, op_ids={"o1", "o2", "o3"}, ends={"e1", "e2", "e3", "e-late"},
+                           alerted={"e-orphan", "s-missing"})
+    out = published.account({"e-late", "e-orphan", "e-gone"})
+    assert out["doubled"] == 1 and out["unmatched"] == 3
+    assert (out["late"], out["alerted"], out["lost"]) == (1, 1, 1) and out["lost_ids"] == ["e-gone"]
 
 
 def test_the_soak_shows_a_worker_growing_from_cycle_to_cycle() -> None:

@@ -21,6 +21,7 @@ from ..records import Published
 from .progress import Say, Ticker
 
 _HEARTBEAT = events.HEARTBEAT_EVENT_TYPE.encode()
+UNMATCHED_LISTED = 1000
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -65,6 +66,7 @@ class _Trips:
     """Publish times of the terminal events (by message id) and the times measured against them."""
 
     published: dict[str, float] = field(default_factory=dict)
+    matched: set[str] = field(default_factory=set)  # message ids of the terminal events whose record came
     relayed: dict[str, float] = field(default_factory=dict)  # relay record timestamps, by message id
     by_record: list[float] = field(default_factory=list)  # publish -> operation record's timestamp
     by_receipt: list[float] = field(default_factory=list)  # publish -> our consumer received it
@@ -98,6 +100,9 @@ class _Trips:
             "e2e_max_ms": round(max(by_record) * 1000, 1) if by_record else None,
             "e2e_received_p50_ms": round(statistics.median(by_receipt) * 1000, 1) if by_receipt else None,
             "e2e_received_p99_ms": round(percentile(by_receipt, 99) * 1000, 1) if by_receipt else None,
+            # which ones did not come within the settling time (late or lost: a reader of the whole
+            # topic can tell, as the soak does); the first UNMATCHED_LISTED of them
+            "e2e_unmatched_ids": sorted(set(self.published) - self.matched)[:UNMATCHED_LISTED],
         }
 
 
@@ -144,7 +149,8 @@ async def _read_operations(consumer: AIOKafkaConsumer, trips: _Trips, settling: 
                 record = codec.decode_value(item.value)
                 end_id = record.get("end_message_id") or ""
                 sent = trips.published.get(end_id)
-                if sent is not None:
+                if sent is not None and end_id not in trips.matched:
+                    trips.matched.add(end_id)
                     trips.by_record.append(item.timestamp / 1000.0 - sent)
                     trips.by_receipt.append(received - sent)
                     if end_id in trips.relayed:

@@ -48,11 +48,13 @@ def rewind_uncommitted_on_seek(consumer: Any, sources: Collection[str]) -> None:
     processed: they are never read and never committed, and the group's lag stays above zero (seen
     in tests/faults: a restart before the first commit of a small topic). Such a partition goes
     back to its beginning, where `auto_offset_reset=earliest` started it; what it re-reads is
-    dropped by the dedup. Upstream: the seek race is in faust-streaming 0.15.3, no issue filed.
+    dropped by the dedup. The rewind is a seek to offset 0, which takes effect at once; where
+    retention has removed offset 0 the broker answers "out of range" and `auto_offset_reset`
+    moves the partition to its first offset. (aiokafka's `seek_to_beginning` waits for the fetch
+    in flight to return before it resets, up to the fetch's max wait: 0.5 s of every start.)
+    Upstream: the seek race is in faust-streaming 0.15.3, no issue filed.
     Can go: when faust re-fetches discarded records itself.
     """
-    from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
-
     if getattr(consumer, "_pipeline_rewinds_uncommitted", False):
         return
     original = consumer.perform_seek
@@ -63,7 +65,8 @@ def rewind_uncommitted_on_seek(consumer: Any, sources: Collection[str]) -> None:
                  if tp.topic in sources and not consumer._read_offset.get(tp)]
         if fresh:
             log.info("%d relay partitions without a committed offset: read from their beginning", len(fresh))
-            await consumer._thread.seek_to_beginning(*(ensure_aiokafka_TP(tp) for tp in fresh))
+            for tp in fresh:
+                await consumer.seek(tp, 0)
 
     consumer.perform_seek = perform_seek
     consumer._pipeline_rewinds_uncommitted = True

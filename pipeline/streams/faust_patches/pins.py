@@ -30,7 +30,8 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.transport.consumer:Consumer", "diag", "consumer"),
     ("faust.transport.consumer:Consumer", "consumer_stopped_errors", "consumer"),
     ("faust.transport.drivers.aiokafka:Consumer", "_thread", "consumer"),
-    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "seek_to_beginning", "class"),
+    ("faust.transport.consumer:Consumer", "seek", "class"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "seek", "class"),
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_create_worker_consumer", "class"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_min_bytes", "instance"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_fetch_max_wait_ms", "instance"),
@@ -56,7 +57,7 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("faust.sensors.prometheus:PrometheusMonitor", "on_message_out", "class"),
     ("faust.sensors.prometheus:PrometheusMonitor", "track_tp_end_offset", "class"),
     ("faust.sensors.prometheus:FaustMetrics", "create", "class"),
-    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "seek_to_beginning", "class"),
+    ("aiokafka.consumer.consumer:AIOKafkaConsumer", "seek", "class"),
     ("mode.services:Service", "_crashed", "consumer"),
     # commits.commit_log_on_demand
     ("faust.transport.consumer:terminal", "logtable", "class"),
