@@ -65,14 +65,17 @@ class Workload:
     def publish_list(self, count: int) -> list[Published]:
         """The next `count` events as published. A terminal event is timed (`end_key`) only when its
         operation's start is among them: the slice begins mid-life, and an end whose start was in an
-        earlier slice (another stage's topics) can only become an orphan_end, never a record."""
+        earlier slice (another stage's topics) can only become an orphan_end, never a record. Nor
+        when it names no resource: Glance's `image.upload` errors carry only a message, so no
+        record can pair them (the worker raises missing_end for their start instead)."""
         chosen = list(self.events(count))
         started = {id(e.op) for e in chosen if e.op is not None and e.role == START}
         out = []
         for event in chosen:
             body, exchange, routing_key = outputs.render(event, unique_id(event.message_id), self.topics)
             end_key = None
-            if event.op is not None and event.role in TERMINAL and id(event.op) in started:
+            if (event.op is not None and event.role in TERMINAL and id(event.op) in started
+                    and events.relay_key(events.normalize(body)) is not None):
                 end_key = (event.op.resource_uuid, event.op.operation, event.message_id)
             out.append(Published(body, exchange, routing_key, end_key))
         return out

@@ -160,6 +160,10 @@ def install(rt: Any) -> None:
     if rt.settings.store.startswith("rocksdb"):
         faust_patches.restore_in_bulk(app, faust_patches.BulkRestore(rt.settings.client_kwargs()))
     processor = rt.processor = Processor(rt, TableWriter(rt.resources), TableWriter(rt.loss))
+    if rt.settings.store.startswith("rocksdb"):
+        rt.rocksdb_memory = faust_patches.RocksDBMemory(rt.settings.rocksdb_memory_mb)
+        for table in (rt.resources, rt.loss):
+            rt.rocksdb_memory.install(table.data)
     rt.progress = liveness.Progress(rt.settings.stall_timeout_s, monotonic())
     rt.folded = {}  # lane -> the last offset the agent folded (liveness.agent_pending)
     check_delivery = _delivery_check(app)

@@ -112,9 +112,7 @@ class Runtime:
         self.topic_names = settings.topics
         options = None
         if settings.store.startswith("rocksdb"):
-            options = {
-                "block_cache_size": settings.rocksdb_cache_mb * 1024 * 1024,
-                "write_buffer_size": settings.rocksdb_write_buffer_mb * 1024 * 1024,
+            options = {  # the cache and the memtables' sizes are the worker's budget's (agents.install)
                 "max_write_buffer_number": 2,
             }
         self.resources = app.Table(
@@ -142,6 +140,7 @@ class Runtime:
         self.reporter: Reporter = reporter if reporter is not None else Recent()
         self.ready = False  # tables recovered and the watchdog rebuilt at least once
         self.processor: Any = None  # agents.Processor, set by agents.install
+        self.rocksdb_memory: Any = None  # faust_patches.RocksDBMemory of a rocksdb:// worker, set by agents.install
 
 
 def _credentials(kafka: Mapping[str, Any]) -> Any:

@@ -46,7 +46,9 @@ SETTINGS: tuple[Group, ...] = (
         Setting("--replication", "TOPIC_REPLICATION_FACTOR", "replication factor of topics the worker creates", 1, int),
         Setting("--store", "WORKER_STORE", "table store: rocksdb:// (production) or memory:// (tests)", "rocksdb://"),
         Setting("--data-dir", "WORKER_DATA_DIR", "directory of the RocksDB tables", ".worker-data"),
-        Setting("--rocksdb-cache-mb", "WORKER_ROCKSDB_CACHE_MB", "RocksDB block cache per table partition, MiB", 64, int),
+        Setting("--rocksdb-memory-mb", "WORKER_ROCKSDB_MEMORY_MB",
+                "RocksDB's memory for all the worker's table partitions together: one block cache, to which "
+                "the memtables are charged (they flush at a quarter of it), MiB", 128, int),
         Setting("--session-timeout", "WORKER_SESSION_TIMEOUT",
                 "a worker that died without leaving its group is replaced after this, s", 30.0, float),
         Setting("--group-instance-id", "WORKER_GROUP_INSTANCE_ID",
@@ -145,8 +147,7 @@ class WorkerSettings:
     web_bind: str = _default("--web-bind")
     lateness_s: float = _default("--lateness")  # the watermark trails the newest event time by this much
     replay_guard_s: float = _default("--replay-guard")  # how far back an output partition is re-read on assignment
-    rocksdb_cache_mb: int = _default("--rocksdb-cache-mb")  # block cache per partition database
-    rocksdb_write_buffer_mb: int = 16
+    rocksdb_memory_mb: int = _default("--rocksdb-memory-mb")  # block cache and memtables of every table partition
     session_timeout_s: float = _default("--session-timeout")  # a worker that died without leaving is replaced after this
     group_instance_id: str | None = None  # static membership: a restart takes its place at once
     batch_size: int = _default("--batch-size")  # relay records per batch of the agent's body, at most
@@ -216,7 +217,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         replication=args.replication, value_format=args.value_format, avro_framing=args.avro_framing,
         store=args.store, data_dir=args.data_dir,
         web_enabled=not args.no_web, web_host=args.web_host, web_port=args.web_port, web_bind=args.web_bind,
-        lateness_s=args.lateness, replay_guard_s=args.replay_guard, rocksdb_cache_mb=args.rocksdb_cache_mb,
+        lateness_s=args.lateness, replay_guard_s=args.replay_guard, rocksdb_memory_mb=args.rocksdb_memory_mb,
         batch_size=args.batch_size, fetch_partition_mb=args.fetch_partition_mb,
         fetch_min_kb=args.fetch_min_kb, fetch_wait_ms=args.fetch_wait_ms,
         fetch_round_ms=args.fetch_round_ms,

@@ -11,7 +11,7 @@ upstream stands, and when it can go; one module per patched area:
 * `offsets`: 3. the end-of-recovery seek, 4. acked offsets that cannot be committed;
 * `producer`: 5. direct sends, and the changelog released before faust's commit, 10. the metadata
   of every topic the producer sends to;
-* `stores`: 6. table stores by partition;
+* `stores`: 6. table stores by partition, 15. one memory budget for all their databases;
 * `decode`: 7. the relay topics' records handed on as the bytes they are;
 * `stream`: 8. the stream read a batch at a time;
 * `recovery`: 10. the tables restored from their changelogs in bulk;
@@ -39,7 +39,7 @@ from .offsets import hold_flow_for_seek, repair_acked_offsets, rewind_uncommitte
 from .pins import AIOKAFKA_VERSION, FAUST_VERSION, PATCHED_SOURCES, REQUIRED, missing, source_drift
 from .producer import aiokafka_producer, flush_first, track_every_topic
 from .recovery import BulkRestore, restore_in_bulk, restored_by
-from .stores import PartitionStore
+from .stores import PartitionStore, RocksDBMemory
 from .stream import event_batches
 from .tables import start_tables_at_once
 
@@ -52,6 +52,7 @@ __all__ = [
     "REQUIRED",
     "LeanMonitor",  # noqa: F822 - made on first use by the module's __getattr__
     "PartitionStore",
+    "RocksDBMemory",
     "aiokafka_producer",
     "apply",
     "commit_against_one_assignment",

@@ -86,6 +86,11 @@ REQUIRED: tuple[tuple[str, str, str], ...] = (
     ("aiokafka.client:AIOKafkaClient", "set_topics", "class"),
     ("faust.tables.manager:TableManager", "_update_channels", "class"),
     ("faust.tables.manager:TableManager", "on_start", "class"),
+    # stores.RocksDBMemory
+    ("faust.stores.rocksdb:Store", "rocksdb_options", "store"),
+    ("faust.stores.rocksdb:RocksDBOptions", "as_options", "class"),
+    ("faust.stores.rocksdb:RocksDBOptions", "bloom_filter_size", "class"),
+    ("faust.stores.rocksdb:RocksDBOptions", "use_rocksdict", "class"),
 )
 
 # faust (and aiokafka) methods a patch copies, wraps or relies on, with the sha256 of their source
@@ -147,6 +152,12 @@ PATCHED_SOURCES: dict[str, str] = {
     # tables.start_tables_at_once stands in for it, without its sleep
     "faust.tables.manager:TableManager.on_start":
         "365dd25fbc0e068499c89e526516c638693a2d143b6ac249f84a60f5267fec9d",
+    # stores.RocksDBMemory wraps the first (the options of every database a store opens, which the
+    # second asks it for) and sets the table factory again as the first does, on the shared cache
+    "faust.stores.rocksdb:RocksDBOptions.as_options":
+        "d2a1bea17736d2eb2f8d2da592ef843f31bd9583b17b3fcbb2ebd84c15051660",
+    "faust.stores.rocksdb:RocksDBOptions.open":
+        "ff87e92d69e2f487e2657c1df266543f4733d4acad3dd18fa5c86f239d8e340d",
     # commits.commit_log_on_demand: the only user of the module's `terminal`, its table only logged
     "faust.transport.consumer:Consumer._commit_offsets":
         "1a6979904118844111259d182ca1c6e92ccc16364ccbe55c58e59d6e254a7adb",
