@@ -39,7 +39,7 @@ def verdict(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
     `_Published.account` tells which).
 
     The bridge runs throughout: its first sample after the warm-up against its last. The worker is
-    restarted every cycle and its RSS climbs within one (RocksDB's memtables fill), so a sample
+    restarted every cycle and its RSS climbs within one (its RocksDB cache and memtables fill), so a sample
     just after a restart against one ten minutes into a cycle says nothing: like is compared with
     like, the RSS at the end of the first cycle after the warm-up against the end of the last (a
     worker never restarted is measured as the bridge is)."""
